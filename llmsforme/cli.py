@@ -1,0 +1,132 @@
+"""The ``llmsforme`` command line: generate text, look at next-token tables, chat.
+
+Examples::
+
+    llmsforme generate "The rain in Spain" --strategy beam --num-beams 4
+    llmsforme generate "Once upon a time" --strategy sample --temperature 0.7 --top-p 0.9 --seed 1
+    llmsforme next "The rain in Spain falls mainly in the" --top 10 --top-k 5 --top-p 0.8
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["main", "build_parser", "format_next_token_table"]
+
+
+def _model(args: argparse.Namespace) -> Any:
+    from .lm import HFLanguageModel
+    from .model_source import load_model
+
+    return HFLanguageModel(*load_model(args.model))
+
+
+def _add_model_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", default=None, help="local folder or hub id (default: the course model, offline)"
+    )
+
+
+def format_next_token_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Render :func:`~llmsforme.decoding.next_token_table` rows as a text table.
+
+    Example:
+        >>> print(format_next_token_table([{"rank": 1, "token": " plain", "probability": 0.5,
+        ...     "cumulative": 0.5, "top_k": True, "top_p": True}]))
+        rank  token       probability  cumulative  top-k  top-p
+           1  ' plain'         0.5000      0.5000    yes    yes
+    """
+    lines = [f"{'rank':>4}  {'token':<10}  {'probability':>11}  {'cumulative':>10}  {'top-k':>5}  {'top-p':>5}"]
+    for row in rows:
+        lines.append(
+            f"{row['rank']:>4}  {row['token']!r:<10}  {row['probability']:>11.4f}  {row['cumulative']:>10.4f}  "
+            f"{'yes' if row['top_k'] else 'no':>5}  {'yes' if row['top_p'] else 'no':>5}"
+        )
+    return "\n".join(lines)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from . import decoding
+
+    lm = _model(args)
+    common = {"max_new_tokens": args.max_new_tokens}
+    if args.strategy == "greedy":
+        result = decoding.greedy(lm, args.prompt, **common)
+    elif args.strategy == "beam":
+        result = decoding.beam_search(
+            lm,
+            args.prompt,
+            num_beams=args.num_beams,
+            length_penalty=args.length_penalty,
+            num_return_sequences=args.num_return_sequences,
+            **common,
+        )
+    else:
+        result = decoding.sample(
+            lm,
+            args.prompt,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            seed=args.seed,
+            **common,
+        )
+    for text, score in zip(result.texts, result.scores):
+        prefix = f"[{score:.4f}] " if args.strategy == "beam" and len(result.texts) > 1 else ""
+        print(prefix + args.prompt + text)
+    return 0
+
+
+def _next(args: argparse.Namespace) -> int:
+    from .decoding import next_token_table
+
+    rows = next_token_table(
+        _model(args), args.prompt, top=args.top, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p
+    )
+    print(format_next_token_table(rows))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmsforme", description="The llmsforme course on the command line.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    generate = commands.add_parser("generate", help="continue a prompt")
+    generate.add_argument("prompt")
+    generate.add_argument("--strategy", choices=["greedy", "beam", "sample"], default="greedy")
+    generate.add_argument("--max-new-tokens", type=int, default=30)
+    generate.add_argument("--num-beams", type=int, default=4)
+    generate.add_argument("--length-penalty", type=float, default=1.0)
+    generate.add_argument("--num-return-sequences", type=int, default=1)
+    generate.add_argument("--temperature", type=float, default=1.0)
+    generate.add_argument("--top-k", type=int, default=0, help="0 = off")
+    generate.add_argument("--top-p", type=float, default=1.0)
+    generate.add_argument("--seed", type=int, default=None)
+    _add_model_option(generate)
+    generate.set_defaults(run=_generate)
+
+    nxt = commands.add_parser("next", help="table of the most likely next tokens")
+    nxt.add_argument("prompt")
+    nxt.add_argument("--top", type=int, default=10)
+    nxt.add_argument("--temperature", type=float, default=1.0)
+    nxt.add_argument("--top-k", type=int, default=0, help="0 = off")
+    nxt.add_argument("--top-p", type=float, default=1.0)
+    _add_model_option(nxt)
+    nxt.set_defaults(run=_next)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except (ValueError, TypeError, OSError, ImportError) as error:
+        print(f"llmsforme: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

