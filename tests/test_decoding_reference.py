@@ -36,11 +36,14 @@ def test_greedy_matches_generate(course_model, course_lm, name):
         assert ours.token_ids[-1] == 2 and len(ours.token_ids) < max_new
 
 
+# An orthogonal array: every pair of (num_beams, length_penalty, early_stopping)
+# values appears once, in 9 runs instead of 27.
+_LENGTH_PENALTIES = (1.0, 2.0, -1.0)
+_EARLY_STOPPING = (False, True, "never")
 BEAM_SETTINGS = [
-    (num_beams, length_penalty, early_stopping)
-    for num_beams in (2, 3, 4)
-    for length_penalty in (1.0, 2.0, -1.0)
-    for early_stopping in (False, True, "never")
+    (num_beams, _LENGTH_PENALTIES[i], _EARLY_STOPPING[(i + j) % 3])
+    for j, num_beams in enumerate((2, 3, 4))
+    for i in range(3)
 ]
 
 
