@@ -68,12 +68,12 @@ class HFLanguageModel:
     cache, and computes the logits of the last position only: the same calls
     that ``model.generate`` makes, so the results are identical.
 
-    Example:
-        >>> from llmsforme import load_model  # doctest: +SKIP
-        >>> lm = HFLanguageModel(*load_model())  # doctest: +SKIP
-        >>> logits, cache = lm.start(torch.tensor([lm.encode("The rain in Spain")]))  # doctest: +SKIP
-        >>> lm.token_text(int(logits.argmax()))  # doctest: +SKIP
-        ' is'
+    Example::
+
+        from llmsforme import load_model
+        lm = HFLanguageModel(*load_model())
+        logits, cache = lm.start(torch.tensor([lm.encode("The rain in Spain")]))
+        print(lm.token_text(int(logits.argmax())))   # the most likely next token
     """
 
     def __init__(self, model: Any, tokenizer: Any) -> None:
