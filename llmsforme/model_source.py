@@ -20,6 +20,7 @@ import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -247,10 +248,10 @@ def load_model(
     Returns:
         ``(model, tokenizer)``, the model in eval mode.
 
-    Example:
-        >>> model, tokenizer = load_model()  # doctest: +SKIP
-        >>> tokenizer.decode(tokenizer("Hello world").input_ids)  # doctest: +SKIP
-        'Hello world'
+    Example::
+
+        model, tokenizer = load_model()              # the course model, offline
+        model, tokenizer = load_model("HuggingFaceTB/SmolLM2-360M-Instruct")  # online
 
     Taught on: https://llmsforme.github.io/part-1/hugging-face/
     """
@@ -262,26 +263,19 @@ def load_model(
     if name is not None and not isinstance(name, (str, os.PathLike)):
         raise TypeError(f"name must be None, a folder path or a hub id string, got {type(name).__name__}")
     if name is None:
-        folder = ensure_course_model(progress=progress)
-    else:
-        folder = Path(name).expanduser()
-        if not folder.is_dir():
-            folder = None  # a hub id
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if folder is not None:
-        with _quiet_transformers(progress and name is not None):
-            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
-            tokenizer = AutoTokenizer.from_pretrained(folder)
+        model, tokenizer = _load_course_model(dtype, progress)
         return _prepare(model, device, dtype), tokenizer
-
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        with _quiet_transformers(progress):
+            model, tokenizer = _load_pretrained(folder, dtype)
+        return _prepare(model, device, dtype), tokenizer
     hub_id = str(name)
     if _offline():
         raise ModelUnavailableOffline(_offline_message(hub_id, "HF_HUB_OFFLINE is set"))
     try:
         with _quiet_transformers(progress):
-            model = AutoModelForCausalLM.from_pretrained(hub_id, dtype=dtype)
-            tokenizer = AutoTokenizer.from_pretrained(hub_id)
+            model, tokenizer = _load_pretrained(hub_id, dtype)
     except OSError as error:
         raise ModelUnavailableOffline(_offline_message(hub_id, str(error).splitlines()[0])) from error
     return _prepare(model, device, dtype), tokenizer
@@ -299,6 +293,42 @@ def _offline_message(hub_id: str, reason: str) -> str:
 def course_cache_folder() -> Path:
     """The cache folder of the course model's converted weights."""
     return cache_root() / Path(COURSE_GGUF).stem
+
+
+def _load_pretrained(source: Path | str, dtype: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """``from_pretrained`` of a saved folder or a hub id: model and tokenizer."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(source, dtype=dtype), AutoTokenizer.from_pretrained(source)
+
+
+def _load_course_model(dtype: Any, progress: bool) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load the cached course model while its checksums are verified in parallel.
+
+    Hashing 0.5 GB takes about half a second; it runs in a thread (hashlib
+    releases the GIL) while transformers reads the same files. The model is
+    returned only if the cache proves valid; otherwise it is discarded, the
+    cache rebuilt and read again.
+    """
+    gguf = find_course_gguf()
+    folder = course_cache_folder()
+    if (folder / MANIFEST).is_file():
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            check = pool.submit(lambda: cache_problem(folder, SourceInfo.of(gguf)))
+            try:
+                with _quiet_transformers(False):
+                    loaded = _load_pretrained(folder, dtype)
+            except Exception:  # a broken cache may not load at all: the check says why
+                loaded = None
+            problem = check.result()
+        if problem is None and loaded is not None:
+            return loaded
+        if problem is None:  # valid files that do not load: not a cache problem
+            with _quiet_transformers(False):
+                return _load_pretrained(folder, dtype)
+    ensure_course_model(progress=progress)
+    with _quiet_transformers(False):
+        return _load_pretrained(folder, dtype)
 
 
 def ensure_course_model(progress: bool = True) -> Path:

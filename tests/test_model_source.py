@@ -81,16 +81,38 @@ def test_other_source_or_missing_manifest_is_detected(converted, tmp_path):
 
 
 def test_bad_cache_is_rebuilt_by_load_model(converted, tmp_path, monkeypatch, capsys):
+    """A tampered cache is not used: load_model converts again, then loads the new cache.
+
+    The conversion itself is tested by the ``converted`` fixture; here a stand-in
+    writes the fixture's good files (saves a 20 s conversion) and records the call.
+    """
     monkeypatch.setenv("LLMSFORME_CACHE", str(tmp_path))
     folder = ms.course_cache_folder()
     shutil.copytree(converted[0], folder)
-    (folder / "config.json").write_text("{}")  # tampered
+    (folder / "config.json").write_text("{}")  # tampered: the model would not even load
+    calls = []
+
+    def fake_convert(path, target, progress=True):
+        calls.append(target)
+        shutil.rmtree(target)
+        shutil.copytree(converted[0], target)
+
+    monkeypatch.setattr(ms, "convert_gguf", fake_convert)
     model, tokenizer = load_model(progress=False)
+    assert calls == [folder]
     assert "rebuilding" in capsys.readouterr().err
     assert ms.cache_problem(folder, ms.SourceInfo.of(ms.find_course_gguf())) is None
     assert greedy(model, PROMPT, tokenizer=tokenizer, max_new_tokens=5).token_ids == greedy(
         converted[1], PROMPT, tokenizer=converted[2], max_new_tokens=5
     ).token_ids
+
+
+def test_valid_cache_is_used_without_conversion(converted, tmp_path, monkeypatch):
+    monkeypatch.setenv("LLMSFORME_CACHE", str(tmp_path))
+    shutil.copytree(converted[0], ms.course_cache_folder())
+    monkeypatch.setattr(ms, "convert_gguf", lambda *a, **k: pytest.fail("converted a valid cache"))
+    model, _ = load_model(progress=False)
+    assert not model.training
 
 
 def test_missing_wheel_names_the_install_command(monkeypatch):
