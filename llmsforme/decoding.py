@@ -299,7 +299,8 @@ def sample(
         >>> sample(toy, "the", top_k=1, seed=0).text  # top_k=1 is greedy
         'plain'
 
-    Taught in: [Top-k and top-p](../part-1/top-k-top-p.md).
+    Taught in: [Temperature](../part-1/temperature.md),
+    [Top-k and top-p](../part-1/top-k-top-p.md).
     """
     lm = as_language_model(model, tokenizer)
     prompt_ids = _prompt_ids(lm, prompt)
@@ -403,28 +404,19 @@ def beam_search(
         # A candidate stops if it ends with an end token or reaches the limit.
         stops = torch.isin(tokens, eos_tensor) | (length == max_new_tokens)
 
-        # 1. Finished hypotheses: stopping candidates among the first num_beams.
-        just_finished = stops.clone()
-        just_finished[num_beams:] = False
+        # 1. Finished hypotheses: a stopping candidate that ranks among the first
+        #    num_beams joins the finished list, scored by its length-normalised
+        #    log-probability. The list keeps its best num_beams (a stable sort:
+        #    on a tie the older hypothesis stays first, as in transformers).
+        just_finished = stops & (torch.arange(n_candidates) < num_beams)
         normalised = top_scores / (length**length_penalty)
-        all_full = len(finished) == num_beams and early_stopping is True
-        new_final = [
+        new = [
             (float(normalised[i]), running[int(parents[i])] + [int(tokens[i])])
-            for i in range(n_candidates)
-            if just_finished[i] and not all_full
+            for i in torch.nonzero(just_finished).flatten().tolist()
         ]
-        merged = sorted(
-            zip(finished_scores, range(len(finished)), finished),
-            key=lambda item: -item[0],
-        )
-        pool = [(s, 0, k, seq) for s, k, seq in merged] + [
-            (s, 1, k, seq) for k, (s, seq) in enumerate(new_final)
-        ]
-        # Keep the best num_beams; ties go to the older hypotheses (stable, like topk).
-        pool.sort(key=lambda item: (-item[0], item[1], item[2]))
-        pool = pool[:num_beams]
-        finished_scores = [s for s, *_ in pool]
-        finished = [seq for *_, seq in pool]
+        best = sorted(list(zip(finished_scores, finished)) + new, key=lambda item: -item[0])[:num_beams]
+        finished_scores = [score for score, _ in best]
+        finished = [sequence for _, sequence in best]
 
         # 2. Running beams: the best num_beams candidates that did not stop.
         ranking = top_scores + stops.float() * -1e9
@@ -491,6 +483,9 @@ def next_token_table(
         >>> toy = ToyModel({"the": {"plain": 0.6, "meadow": 0.4}})
         >>> [(r["token"], r["probability"]) for r in next_token_table(toy, "the", top=2)]
         [('plain', 0.6000000238418579), ('meadow', 0.4000000059604645)]
+
+    Taught in: [Next-token probabilities](../part-1/generating-text.md),
+    [Top-k and top-p sampling](../part-1/top-k-top-p.md).
     """
     lm = as_language_model(model, tokenizer)
     prompt_ids = _prompt_ids(lm, prompt)
