@@ -7,11 +7,12 @@ de-quantize every tensor, which takes about 20 s. We do that once and keep the
 result as fp32 safetensors in a cache folder, which then loads in a couple of
 seconds.
 
-Taught on: https://llmsforme.github.io/part-1/hugging-face/ (the course model)
+Taught in: [Hugging Face and the course model](../part-1/hugging-face.md).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -131,6 +132,7 @@ def cache_problem(folder: Path, source: SourceInfo) -> str | None:
 @contextmanager
 def _quiet_transformers(progress: bool) -> Iterator[None]:
     """Silence transformers' progress bars and info logs unless ``progress``."""
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
     from transformers.utils import logging as hf_logging
 
     if progress:
@@ -138,11 +140,14 @@ def _quiet_transformers(progress: bool) -> Iterator[None]:
         return
     was_enabled = hf_logging.is_progress_bar_enabled()
     level = hf_logging.get_verbosity()
+    plain_tqdm = gguf_utils.tqdm  # the GGUF reader's own bar ignores the switch below
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+    gguf_utils.tqdm = functools.partial(plain_tqdm, disable=True)
     try:
         yield
     finally:
+        gguf_utils.tqdm = plain_tqdm
         hf_logging.set_verbosity(level)
         if was_enabled:
             hf_logging.enable_progress_bar()
@@ -253,7 +258,7 @@ def load_model(
         model, tokenizer = load_model()              # the course model, offline
         model, tokenizer = load_model("HuggingFaceTB/SmolLM2-360M-Instruct")  # online
 
-    Taught on: https://llmsforme.github.io/part-1/hugging-face/
+    Taught in: [Hugging Face and the course model](../part-1/hugging-face.md).
     """
     import torch
 
