@@ -5,6 +5,7 @@ Examples::
     llmsforme generate "The rain in Spain" --strategy beam --num-beams 4
     llmsforme generate "Once upon a time" --strategy sample --temperature 0.7 --top-p 0.9 --seed 1
     llmsforme next "The rain in Spain falls mainly in the" --top 10 --top-k 5 --top-p 0.8
+    echo "What is rain?" | llmsforme chat --system "Answer in one sentence." --max-new-tokens 60
 """
 
 from __future__ import annotations
@@ -90,6 +91,46 @@ def _next(args: argparse.Namespace) -> int:
     return 0
 
 
+def _chat(args: argparse.Namespace) -> int:
+    """Read user lines from stdin until EOF or /exit; stream each reply to stdout."""
+    import torch
+
+    from .chat import chat, detect_template
+
+    lm = _model(args)
+    template = detect_template(lm.tokenizer)
+    sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
+    if any(value is not None for value in (*sampling.values(), args.seed)):
+        strategy = "sample"
+        options = {name: value for name, value in sampling.items() if value is not None}
+        if args.seed is not None:
+            torch.manual_seed(args.seed)  # once, so that each turn draws new numbers
+    else:
+        strategy, options = "greedy", {}
+    messages: list[dict[str, str]] = [{"role": "system", "content": args.system}] if args.system else []
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            print("> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line or line.strip() == "/exit":
+            return 0
+        if not line.strip():
+            continue
+        messages.append({"role": "user", "content": line.rstrip("\r\n")})
+        messages = chat(
+            lm,
+            lm.tokenizer,
+            messages,
+            strategy=strategy,
+            template=template,
+            max_new_tokens=args.max_new_tokens,
+            on_text=lambda text: print(text, end="", flush=True),
+            **options,
+        )
+        print(flush=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmsforme", description="The llmsforme course on the command line.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -116,6 +157,20 @@ def build_parser() -> argparse.ArgumentParser:
     nxt.add_argument("--top-p", type=float, default=1.0)
     _add_model_option(nxt)
     nxt.set_defaults(run=_next)
+
+    talk = commands.add_parser(
+        "chat", help="chat with the model: one user message per line of stdin, until EOF or /exit"
+    )
+    talk.add_argument("--system", default=None, help="system message (default: the model's own, if any)")
+    talk.add_argument("--max-new-tokens", type=int, default=256)
+    talk.add_argument(
+        "--temperature", type=float, default=None, help="sample (greedy unless a sampling option is given)"
+    )
+    talk.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens")
+    talk.add_argument("--top-p", type=float, default=None, help="sample from the top-p probability mass")
+    talk.add_argument("--seed", type=int, default=None, help="sample, repeatably")
+    _add_model_option(talk)
+    talk.set_defaults(run=_chat)
     return parser
 
 

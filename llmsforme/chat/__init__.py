@@ -1,0 +1,38 @@
+"""Chat: messages, chat templates, the role-injection guard, a chat loop, the training view.
+
+* :func:`validate_messages` checks a conversation against a template's rules;
+* :func:`render_chat` and :func:`encode_chat` turn it into prompt text and ids;
+* :func:`chat` asks a model for the next reply;
+* :func:`training_example` shows which tokens fine-tuning learns from.
+
+Taught in: [Message roles](../part-1/message-roles.md),
+[Chat templates](../part-1/chat-templates.md).
+"""
+
+from .guard import RoleInjectionError, find_special_tokens
+from .loop import TextStream, chat, detect_template
+from .messages import Message, Role, validate_messages
+from .registry import TEMPLATES, ChatTemplate, get_template
+from .render import render_chat
+from .tokens import encode_chat, tokenizer_special_tokens
+from .training import training_example, training_html, training_rows
+
+__all__ = [
+    "TEMPLATES",
+    "ChatTemplate",
+    "Message",
+    "Role",
+    "RoleInjectionError",
+    "TextStream",
+    "chat",
+    "detect_template",
+    "encode_chat",
+    "find_special_tokens",
+    "get_template",
+    "render_chat",
+    "tokenizer_special_tokens",
+    "training_example",
+    "training_html",
+    "training_rows",
+    "validate_messages",
+]

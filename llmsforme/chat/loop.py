@@ -1,0 +1,183 @@
+"""Chatting with a model: one call per turn.
+
+:func:`chat` renders the conversation with the model's template, asks a
+decoding strategy of :mod:`llmsforme.decoding` to continue it until the
+end-of-turn token, and returns the conversation with the reply appended.
+
+Taught in: [Chat templates](../part-1/chat-templates.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from .. import decoding
+from ..lm import as_language_model
+from .guard import OnSpecialTokens
+from .registry import ChatTemplate, get_template
+from .tokens import encode_chat
+
+__all__ = ["chat", "detect_template", "TextStream"]
+
+STRATEGIES: dict[str, Callable[..., decoding.Generation]] = {
+    "greedy": decoding.greedy,
+    "sample": decoding.sample,
+    "beam_search": decoding.beam_search,
+}
+
+# A template's tell-tale token, checked in this order.
+_SIGNATURES = (
+    ("<|im_start|>", "chatml"),
+    ("<|start_header_id|>", "llama3"),
+    ("<start_of_turn>", "gemma"),
+    ("<|user|>", "phi3"),
+    ("<<SYS>>", "llama2"),
+    ("[INST]", "mistral"),
+)
+
+
+def detect_template(tokenizer: Any) -> str:
+    """The name of our template family for a tokenizer, read from its ``chat_template``.
+
+    Example:
+        >>> class Tokenizer:
+        ...     chat_template = "{% for m in messages %}{{ '<|im_start|>' + m['role'] }}..."
+        >>> detect_template(Tokenizer())
+        'chatml'
+
+    Taught in: [Chat templates](../part-1/chat-templates.md).
+    """
+    source = getattr(tokenizer, "chat_template", None)
+    if isinstance(source, str):
+        for signature, name in _SIGNATURES:
+            if signature in source:
+                return name
+    raise ValueError(
+        "cannot tell which chat template this tokenizer uses: pass template= one of "
+        + ", ".join(repr(name) for _, name in _SIGNATURES)
+    )
+
+
+class TextStream:
+    """Turn token ids, one at a time, into text increments.
+
+    Each new token is decoded together with the ones before it and only the
+    new end of the text is emitted: a character split across several byte
+    tokens (an emoji, an accented letter) comes out whole, once complete.
+
+    Example:
+        >>> pieces = []
+        >>> stream = TextStream(lambda ids: bytes(ids).decode("utf-8", errors="replace"), pieces.append)
+        >>> for byte in "é!".encode():  # "é" is two bytes: nothing shows after the first
+        ...     stream.add(byte)
+        >>> stream.finish()
+        >>> pieces
+        ['é', '!']
+
+    Taught in: [Chat templates](../part-1/chat-templates.md).
+    """
+
+    def __init__(self, decode: Callable[[list[int]], str], on_text: Callable[[str], None]) -> None:
+        self._decode = decode
+        self._on_text = on_text
+        self._ids: list[int] = []
+        self.text = ""  # what was emitted so far
+
+    def _emit(self, final: bool) -> None:
+        text = self._decode(self._ids)
+        # Hold back while the end is an incomplete character (decoded as U+FFFD).
+        if (final or not text.endswith("\ufffd")) and text.startswith(self.text) and len(text) > len(self.text):
+            self._on_text(text[len(self.text) :])
+            self.text = text
+
+    def add(self, token_id: int) -> None:
+        self._ids.append(token_id)
+        self._emit(final=False)
+
+    def finish(self) -> None:
+        """Emit what was held back."""
+        self._emit(final=True)
+
+
+def chat(
+    model: Any,
+    tokenizer: Any,
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    strategy: str = "greedy",
+    template: str | ChatTemplate | None = None,
+    max_new_tokens: int = 256,
+    on_text: Callable[[str], None] | None = None,
+    on_special_tokens: OnSpecialTokens = "error",
+    **decoding_options: Any,
+) -> list[dict[str, str]]:
+    """One turn: the conversation with the model's reply appended.
+
+    The conversation is rendered with ``template`` (by default the one the
+    tokenizer's ``chat_template`` uses) and a generation prompt, then the
+    strategy generates until the end-of-turn token (``<|im_end|>``, id 2 for
+    the course model) or ``max_new_tokens``. The input is not modified: the
+    result is a new list, the input messages (copied) and one assistant
+    message whose content is the reply without its end-of-turn token.
+
+    Args:
+        model: a Hugging Face causal LM, or a :class:`~llmsforme.lm.LanguageModel`.
+        tokenizer: its Hugging Face tokenizer.
+        strategy: ``"greedy"``, ``"sample"`` or ``"beam_search"``.
+        on_text: called with each new piece of the reply's text (streaming;
+            greedy and sample only).
+        on_special_tokens: see :func:`~llmsforme.chat.encode_chat`.
+        **decoding_options: passed to the strategy (``temperature``,
+            ``top_k``, ``top_p``, ``seed``, ``num_beams``, ``on_token``...).
+
+    Example:
+        >>> from llmsforme import load_model  # doctest: +SKIP
+        >>> model, tokenizer = load_model()  # doctest: +SKIP
+        >>> conversation = chat(model, tokenizer, [{"role": "user", "content": "Hi!"}])  # doctest: +SKIP
+        >>> conversation[-1]["role"]  # doctest: +SKIP
+        'assistant'
+        >>> conversation = chat(model, tokenizer, conversation + [  # doctest: +SKIP
+        ...     {"role": "user", "content": "And then?"}], on_text=lambda s: print(s, end=""))
+
+    Taught in: [Chat templates](../part-1/chat-templates.md).
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(map(repr, STRATEGIES))}, got {strategy!r}")
+    if on_text is not None and not callable(on_text):
+        raise TypeError(f"on_text must be a function of one string, got {type(on_text).__name__}")
+    if on_text is not None and strategy == "beam_search":
+        raise ValueError("on_text streams one sequence as it is generated: use strategy 'greedy' or 'sample'")
+    spec = get_template(detect_template(tokenizer) if template is None else template)
+    prompt_ids = encode_chat(tokenizer, messages, spec, add_generation_prompt=True, on_special_tokens=on_special_tokens)
+    lm = as_language_model(model, tokenizer)
+    end_of_turn = tokenizer.convert_tokens_to_ids(spec.end_of_turn)
+    if end_of_turn is None or tokenizer.convert_ids_to_tokens(end_of_turn) != spec.end_of_turn:
+        raise ValueError(
+            f"template {spec.name!r} does not fit this tokenizer: it has no {spec.end_of_turn!r} token to stop at"
+        )
+    # Stop at the end of the turn, and at the model's own end tokens too.
+    stop = decoding_options.setdefault(
+        "eos_token_id", (end_of_turn, *(i for i in lm.eos_token_ids if i != end_of_turn))
+    )
+    stop_ids = (stop,) if isinstance(stop, int) else tuple(stop)
+
+    stream = TextStream(lm.decode, on_text) if on_text is not None else None
+    if stream is not None:
+        user_on_token = decoding_options.pop("on_token", None)
+
+        def on_token(token_id: int) -> None:
+            if user_on_token is not None:
+                user_on_token(token_id)
+            if token_id not in stop_ids:
+                stream.add(token_id)
+
+        decoding_options["on_token"] = on_token
+    generation = STRATEGIES[strategy](lm, prompt_ids, max_new_tokens=max_new_tokens, **decoding_options)
+    reply_ids = generation.token_ids
+    if reply_ids and reply_ids[-1] in stop_ids:
+        reply_ids = reply_ids[:-1]
+    reply = lm.decode(reply_ids)
+    if stream is not None:
+        stream.finish()
+    return [dict(message) for message in messages] + [{"role": "assistant", "content": reply}]
