@@ -34,10 +34,16 @@ TOP_K_TOP_P_EXAMPLE: dict[str, float] = {
 
 
 def beam_example_model() -> ToyModel:
-    """The toy model of the beam-search example (prompt: ``"the"``)."""
+    """The toy model of the beam-search example (prompt: ``"the"``).
+
+    Taught in: [Greedy and beam search](../part-1/greedy-and-beam-search.md).
+    """
     return ToyModel(BEAM_EXAMPLE)
 
 
 def top_k_top_p_model() -> ToyModel:
-    """The toy model of the top-k / top-p example (prompt: ``"the"``)."""
+    """The toy model of the top-k / top-p example (prompt: ``"the"``).
+
+    Taught in: [Top-k and top-p sampling](../part-1/top-k-top-p.md).
+    """
     return ToyModel({"the": TOP_K_TOP_P_EXAMPLE})

@@ -74,6 +74,8 @@ class HFLanguageModel:
         lm = HFLanguageModel(*load_model())
         logits, cache = lm.start(torch.tensor([lm.encode("The rain in Spain")]))
         print(lm.token_text(int(logits.argmax())))   # the most likely next token
+
+    Taught in: [Next-token probabilities](../part-1/generating-text.md).
     """
 
     def __init__(self, model: Any, tokenizer: Any) -> None:
@@ -138,6 +140,8 @@ class ToyModel:
         >>> logits, _ = toy.start(torch.tensor([toy.encode("the")]))
         >>> [round(x, 2) for x in torch.softmax(logits, -1)[0].tolist()]
         [0.0, 0.0, 0.6, 0.4, 0.0, 0.0, 0.0]
+
+    Taught in: [Greedy and beam search](../part-1/greedy-and-beam-search.md).
     """
 
     EOS = "<eos>"

@@ -63,6 +63,9 @@ def plot_next_token_probabilities(
         >>> fig = plot_next_token_probabilities(rows, kept_by="top_p")
         >>> len(fig.axes[0].patches)
         10
+
+    Taught in: [Next-token probabilities](../part-1/generating-text.md),
+    [Top-k and top-p sampling](../part-1/top-k-top-p.md).
     """
     if kept_by not in (None, "top_k", "top_p", "both"):
         raise ValueError(f"kept_by must be None, 'top_k', 'top_p' or 'both', got {kept_by!r}")
@@ -115,6 +118,8 @@ def plot_temperatures(
         >>> fig = plot_temperatures(top_k_top_p_model(), "the", [0.5, 1.0, 2.0], top=5)
         >>> len(fig.axes[0].lines)
         3
+
+    Taught in: [Temperature](../part-1/temperature.md).
     """
     if not temperatures:
         raise ValueError("temperatures must list at least one temperature > 0")
@@ -153,6 +158,8 @@ def plot_beam_tree(generation: Generation, *, ax: Axes | None = None, max_steps:
         >>> fig = plot_beam_tree(beam_search(beam_example_model(), "the", num_beams=2, trace=True))
         >>> fig.axes[0].get_title()
         'Beam search: 2 beams, 3 steps'
+
+    Taught in: [Greedy and beam search](../part-1/greedy-and-beam-search.md).
     """
     steps = generation.trace
     if not steps or not all(isinstance(s, BeamStep) for s in steps):

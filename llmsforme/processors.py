@@ -68,6 +68,8 @@ def scale_temperature(scores: torch.Tensor, t: float) -> torch.Tensor:
         >>> p = torch.softmax(scale_temperature(torch.tensor([2.0, 1.0, 0.0]), 0.5), -1)
         >>> [round(x, 3) for x in p.tolist()]
         [0.867, 0.117, 0.016]
+
+    Taught in: [Temperature](../part-1/temperature.md).
     """
     return scores / _check_temperature(t)
 
@@ -78,6 +80,8 @@ def filter_top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
     Example:
         >>> filter_top_k(torch.tensor([3.0, 1.0, 2.0, 2.0]), 2)
         tensor([3., -inf, 2., 2.])
+
+    Taught in: [Top-k and top-p sampling](../part-1/top-k-top-p.md).
     """
     k = _check_top_k(k)
     if k == 0:
@@ -98,6 +102,8 @@ def filter_top_p(scores: torch.Tensor, p: float) -> torch.Tensor:
         >>> logits = torch.log(torch.tensor([0.5, 0.3, 0.2]))
         >>> filter_top_p(logits, 0.7).isfinite().tolist()  # 0.5 < 0.7, 0.5 + 0.3 >= 0.7
         [True, True, False]
+
+    Taught in: [Top-k and top-p sampling](../part-1/top-k-top-p.md).
     """
     p = _check_probability("top_p", p)
     if p >= 1.0:
@@ -142,6 +148,8 @@ def warp(
         >>> logits = torch.log(torch.tensor([0.5, 0.25, 0.15, 0.1]))
         >>> [round(x, 4) for x in torch.softmax(warp(logits, top_k=2), -1).tolist()]
         [0.6667, 0.3333, 0.0, 0.0]
+
+    Taught in: [Temperature and top-p together](../part-1/temperature-and-top-p.md).
     """
     t, k, p = check_sampling_args(temperature, top_k, top_p)
     if t != 1.0:
