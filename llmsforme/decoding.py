@@ -496,10 +496,14 @@ def next_token_table(
     probs = torch.softmax(scaled, dim=-1)[0]
     kept_k = warp(scaled, top_k=top_k)[0].isfinite()
     kept_p = warp(scaled, top_p=top_p)[0].isfinite()
-    values, ids = torch.topk(probs, min(top, probs.numel()))
+    ids = torch.topk(probs, min(top, probs.numel())).indices.tolist()
+    # Among tokens of equal probability, list the kept ones first, so that the
+    # kept set reads as the top of the table even where a filter cut a tie.
+    ids.sort(key=lambda i: (-float(probs[i]), not kept_p[i], not kept_k[i]))
     rows = []
     cumulative = 0.0
-    for rank, (p, i) in enumerate(zip(values.tolist(), ids.tolist()), start=1):
+    for rank, i in enumerate(ids, start=1):
+        p = float(probs[i])
         cumulative += p
         rows.append(
             {

@@ -48,6 +48,9 @@ def test_top_k_and_top_p_on_the_sorted_table():
     removed = [r["probability"] for r in rows if not r["top_p"]]
     assert {"plain", "meadow", "field"} <= kept_p and min(kept) >= max(removed)
     assert sum(kept) >= 0.8 - 1e-6 and sum(kept) - min(kept) < 0.8 + 1e-6
+    # the kept rows come first, even inside the tie at 0.05
+    assert [r["top_p"] for r in rows] == sorted((r["top_p"] for r in rows), reverse=True)
+    assert [r["top_k"] for r in rows] == sorted((r["top_k"] for r in rows), reverse=True)
 
 
 def test_renormalised_probabilities_sum_to_one():
