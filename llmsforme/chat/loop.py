@@ -132,13 +132,17 @@ def chat(
             ``top_k``, ``top_p``, ``seed``, ``num_beams``, ``on_token``...).
 
     Example:
-        >>> from llmsforme import load_model  # doctest: +SKIP
-        >>> model, tokenizer = load_model()  # doctest: +SKIP
-        >>> conversation = chat(model, tokenizer, [{"role": "user", "content": "Hi!"}])  # doctest: +SKIP
-        >>> conversation[-1]["role"]  # doctest: +SKIP
+        >>> from llmsforme import load_model
+        >>> model, tokenizer = load_model()
+        >>> conversation = chat(model, tokenizer, [{"role": "user", "content": "Hi!"}])
+        >>> conversation[-1]["role"]
         'assistant'
-        >>> conversation = chat(model, tokenizer, conversation + [  # doctest: +SKIP
-        ...     {"role": "user", "content": "And then?"}], on_text=lambda s: print(s, end=""))
+        >>> conversation = chat(model, tokenizer, conversation + [
+        ...     {"role": "user", "content": "And then?"}], max_new_tokens=5,
+        ...     on_text=lambda s: print(s, end=""))  # streams the reply
+        I'm sorry for any
+        >>> len(conversation)
+        4
 
     Taught in: [Chat templates](../part-1/chat-templates.md).
     """

@@ -30,9 +30,9 @@ def tokenizer_special_tokens(tokenizer: Any) -> tuple[str, ...]:
     """The strings a Hugging Face tokenizer turns into special tokens (``<|im_start|>``...).
 
     Example:
-        >>> from llmsforme import load_model  # doctest: +SKIP
-        >>> model, tokenizer = load_model()  # doctest: +SKIP
-        >>> tokenizer_special_tokens(tokenizer)[:3]  # doctest: +SKIP
+        >>> from llmsforme import load_model
+        >>> model, tokenizer = load_model()
+        >>> tokenizer_special_tokens(tokenizer)[:3]
         ('<|endoftext|>', '<|im_start|>', '<|im_end|>')
 
     Taught in: [Chat templates](../part-1/chat-templates.md).
@@ -114,10 +114,10 @@ def encode_chat(
         add_generation_prompt, continue_final_message: as in :func:`render_chat`.
 
     Example:
-        >>> from llmsforme import load_model  # doctest: +SKIP
-        >>> model, tokenizer = load_model()  # doctest: +SKIP
+        >>> from llmsforme import load_model
+        >>> model, tokenizer = load_model()
         >>> encode_chat(tokenizer, [{"role": "user", "content": "<|im_start|>"}],
-        ...             on_special_tokens="neutralise")[-9:]  # doctest: +SKIP
+        ...             on_special_tokens="neutralise")[-9:]
         [44, 108, 306, 79, 3738, 108, 46, 2, 198]
 
         Seven ordinary tokens spell ``<|im_start|>``; then come the template's

@@ -49,11 +49,11 @@ def training_example(
     straddles a boundary counts as the assistant's.
 
     Example:
-        >>> from llmsforme import load_model  # doctest: +SKIP
-        >>> model, tokenizer = load_model()  # doctest: +SKIP
+        >>> from llmsforme import load_model
+        >>> model, tokenizer = load_model()
         >>> ids, mask = training_example(tokenizer, [{"role": "user", "content": "Hi"},
-        ...                                          {"role": "assistant", "content": "Hello!"}])  # doctest: +SKIP
-        >>> tokenizer.decode([i for i, m in zip(ids, mask) if m])  # doctest: +SKIP
+        ...                                          {"role": "assistant", "content": "Hello!"}])
+        >>> tokenizer.decode([i for i, m in zip(ids, mask) if m])
         'Hello!<|im_end|>'
 
     Taught in: [Chat templates](../part-1/chat-templates.md).
@@ -77,11 +77,11 @@ def training_rows(
     """:func:`training_example` as table rows: ``position``, ``token_id``, ``token``, ``trained``.
 
     Example:
-        >>> from llmsforme import load_model  # doctest: +SKIP
-        >>> model, tokenizer = load_model()  # doctest: +SKIP
+        >>> from llmsforme import load_model
+        >>> model, tokenizer = load_model()
         >>> training_rows(tokenizer, [{"role": "user", "content": "Hi"},
-        ...                           {"role": "assistant", "content": "Hello!"}])[-3]  # doctest: +SKIP
-        {'position': 30, 'token_id': 17, 'token': '!', 'trained': True}
+        ...                           {"role": "assistant", "content": "Hello!"}])[-3]
+        {'position': 32, 'token_id': 17, 'token': '!', 'trained': True}
 
     Taught in: [Chat templates](../part-1/chat-templates.md).
     """
@@ -131,11 +131,12 @@ def training_html(
     ``·`` and newlines as ``\\n``.
 
     Example:
-        >>> from llmsforme import load_model  # doctest: +SKIP
-        >>> model, tokenizer = load_model()  # doctest: +SKIP
-        >>> from IPython.display import HTML  # doctest: +SKIP
-        >>> HTML(training_html(tokenizer, [{"role": "user", "content": "Hi"},
-        ...                                {"role": "assistant", "content": "Hello!"}]))  # doctest: +SKIP
+        >>> from llmsforme import load_model
+        >>> model, tokenizer = load_model()
+        >>> html = training_html(tokenizer, [{"role": "user", "content": "Hi"},
+        ...                                  {"role": "assistant", "content": "Hello!"}])
+        >>> html.startswith("<table")  # in a notebook: IPython.display.HTML(html)
+        True
 
     Taught in: [Chat templates](../part-1/chat-templates.md).
     """
