@@ -5,7 +5,8 @@ Each measurement runs in a fresh Python process, as a reader's notebook would:
 * cold: an empty cache folder, so the GGUF file is converted and cached;
 * warm: the same cache again, several times (median printed).
 
-The times include ``import llmsforme`` and transformers but not the Python start-up.
+Imports (torch, transformers, llmsforme) are timed apart from the load itself;
+neither includes the Python start-up.
 
     .venv/bin/python benchmarks/load_model.py [--repeats 5] [--skip-cold]
 """
@@ -23,6 +24,7 @@ import tempfile
 CHILD = """
 import json, time
 start = time.perf_counter()
+import torch, transformers, transformers.models.llama.modeling_llama
 from llmsforme import load_model
 imported = time.perf_counter()
 model, tokenizer = load_model(progress=False)
