@@ -64,10 +64,8 @@ def test_notebook_reexecutes_to_stored_outputs(path: Path, nb_regression):
     nb_regression.diff_ignore = DIFF_IGNORE
     nb_regression.exec_timeout = 600
     nb_regression.exec_cwd = str(path.parent)
-    nb_regression.exec_env = {
-        key: value for key, value in kernel_environment().items() if key in ("PATH", "HF_HUB_OFFLINE",
-                                                                              "TOKENIZERS_PARALLELISM",
-                                                                              "PYDEVD_DISABLE_FILE_VALIDATION",
-                                                                              "PYTHONHASHSEED")
-    }
+    # HOME and LLMSFORME_CACHE: the kernels read the model cache the tests use.
+    passed = ("PATH", "HOME", "LLMSFORME_CACHE", "HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM",
+              "PYDEVD_DISABLE_FILE_VALIDATION", "PYTHONHASHSEED")
+    nb_regression.exec_env = {key: value for key, value in kernel_environment().items() if key in passed}
     nb_regression.check(str(path))
