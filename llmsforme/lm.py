@@ -22,7 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["LanguageModel", "HFLanguageModel", "ToyModel", "as_language_model"]
+__all__ = ["LanguageModel", "HFLanguageModel", "ToyModel", "as_language_model", "visible_token"]
 
 
 @runtime_checkable
@@ -231,3 +231,17 @@ def as_language_model(model: Any, tokenizer: Any = None) -> LanguageModel:
             "or wrap them once with HFLanguageModel(model, tokenizer)"
         )
     return HFLanguageModel(model, tokenizer)
+
+
+def visible_token(token: str) -> str:
+    """A token as tables and plots show it: ``␣`` for a space, escapes for newlines.
+
+    So that ``" the"`` and ``"the"``, two different tokens, look different.
+
+    Example:
+        >>> visible_token(" the"), visible_token("\\n"), visible_token("")
+        ('␣the', '\\\\n', '∅')
+    """
+    if not isinstance(token, str):
+        raise TypeError(f"token must be a str, got {type(token).__name__}")
+    return repr(token)[1:-1].replace(" ", "␣") or "∅"

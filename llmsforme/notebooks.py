@@ -299,11 +299,6 @@ def run(
     return timings
 
 
-def _token_label(token: str) -> str:
-    """A token as the tables show it: ``␣`` for a space, escapes for newlines."""
-    return repr(token)[1:-1].replace(" ", "␣") or "∅"
-
-
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
 
 
@@ -391,6 +386,8 @@ def token_table(
 
     Taught in: [Top-k and top-p sampling](../part-1/top-k-top-p.md).
     """
+    from .lm import visible_token  # here: the runner itself needs no torch
+
     header = [c.replace("_", "-") for c in columns]
     align = ["left" if c == "token" else "right" for c in columns]
     code = [i for i, c in enumerate(columns) if c == "token"]
@@ -403,7 +400,7 @@ def token_table(
         for column in columns:
             value = row[column]
             if column == "token":
-                cells.append(_token_label(str(value)))
+                cells.append(visible_token(str(value)))
             elif isinstance(value, float):
                 cells.append(f"{value:.{digits}f}")
             else:

@@ -20,7 +20,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .decoding import BeamStep, Generation, _prompt_ids
-from .lm import as_language_model
+from .lm import as_language_model, visible_token
 from .processors import check_sampling_args, scale_temperature
 
 __all__ = ["plot_next_token_probabilities", "plot_temperatures", "plot_beam_tree"]
@@ -35,11 +35,6 @@ def _axes(ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:
         return ax.figure, ax  # type: ignore[return-value]
     fig, new_ax = plt.subplots(figsize=size, layout="constrained")
     return fig, new_ax
-
-
-def _label(token: str) -> str:
-    """Show spaces and newlines in a token so that ' the' and 'the' differ."""
-    return repr(token)[1:-1].replace(" ", "␣") or "∅"
 
 
 def plot_next_token_probabilities(
@@ -72,7 +67,7 @@ def plot_next_token_probabilities(
     if not rows:
         raise ValueError("rows must not be empty")
     fig, ax = _axes(ax, (6.4, 0.35 * len(rows) + 1.2))
-    labels = [_label(r["token"]) for r in rows]
+    labels = [visible_token(r["token"]) for r in rows]
     probabilities = [r["probability"] for r in rows]
 
     def kept(row: dict[str, Any]) -> bool:
@@ -135,7 +130,7 @@ def plot_temperatures(
     for t in temperatures:
         probs = torch.softmax(scale_temperature(logits, t), dim=-1)[order]
         ax.plot(positions, probs.tolist(), marker="o", label=f"T = {t:g}")
-    ax.set_xticks(positions, [_label(lm.token_text(int(i))) for i in order], rotation=45, ha="right", fontfamily="monospace")
+    ax.set_xticks(positions, [visible_token(lm.token_text(int(i))) for i in order], rotation=45, ha="right", fontfamily="monospace")
     ax.set_ylabel("probability")
     ax.set_ylim(0, None)
     ax.legend()
@@ -186,7 +181,7 @@ def plot_beam_tree(generation: Generation, *, ax: Axes | None = None, max_steps:
             ax.text(
                 x,
                 y,
-                f"{_label(candidate.token)}\n{candidate.score:.2f}",
+                f"{visible_token(candidate.token)}\n{candidate.score:.2f}",
                 ha="center",
                 va="center",
                 fontsize=8,
