@@ -92,7 +92,8 @@ def reference(logits: list[float], temperature: float, top_k: int, top_p: float)
 
 def test_data_file_is_what_the_script_computes(course_model, data):
     """The shipped data.json equals what scripts/playground_data.py computes now."""
-    fresh = load_script().compute_playground_data(*course_model)
+    script = load_script()
+    fresh = script.compute_playground_data(*course_model)
     assert {k: v for k, v in fresh.items() if k != "prompts"} == {k: v for k, v in data.items() if k != "prompts"}
     assert [p["id"] for p in fresh["prompts"]] == [p["id"] for p in data["prompts"]]
     for new, old in zip(fresh["prompts"], data["prompts"]):
@@ -100,8 +101,12 @@ def test_data_file_is_what_the_script_computes(course_model, data):
         assert len(new["steps"]) == len(old["steps"]), new["id"]
         for a, b in zip(new["steps"], old["steps"]):
             assert a["ids"] == b["ids"] and a["tokens"] == b["tokens"], new["id"]
-            assert max(abs(x - y) for x, y in zip(a["logits"], b["logits"])) <= 1e-6, new["id"]
-            assert abs(a["rest"] - b["rest"]) <= 1e-6, new["id"]
+            # float32 logits of size ~20 differ by a few 1e-5 between CPUs (other
+            # SIMD kernels, other summation order: measured up to 3e-5), and the
+            # stored values are rounded to 1e-5. A regenerated or edited file
+            # differs by far more than 1e-4.
+            assert max(abs(x - y) for x, y in zip(a["logits"], b["logits"])) <= 1e-4, new["id"]
+            assert abs(a["rest"] - b["rest"]) <= 10.0 ** -script.REST_DECIMALS * 2, new["id"]
 
 
 def test_data_file_shape(data):
