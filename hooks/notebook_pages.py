@@ -1,181 +1,219 @@
-"""MkDocs hook: every notebook in examples/ becomes a page of the site.
+"""MkDocs hook: what mkdocs-jupyter lacks for the course's notebook pages.
 
-``examples/part-1/temperature.ipynb`` is rendered as the page
-``part-1/temperature.md`` (URL ``part-1/temperature/``): its Markdown cells are
-page text (so admonitions, collapsed solutions, KaTeX math and links to other
-pages and to the API reference work as on any page, and MkDocs checks the
-links), its code cells become code blocks followed by their stored outputs.
-Nothing is executed here: the outputs are the ones stored in the notebook by
-``python -m llmsforme.notebooks run examples``.
+mkdocs-jupyter renders every notebook of ``examples/`` as a page, from its
+stored outputs. This hook only does what the plugin does not:
 
-Each notebook page gets an "Open in Colab" badge (a local image) and a
-"Download notebook" button; the notebook itself is copied next to the page.
-The repository URL comes from one place, ``extra.repository`` in mkdocs.yml.
-
-A notebook and a hand-written page may not share a path: that is an error.
+* **Files.** The notebooks live in ``examples/``, outside ``docs/``: each one
+  is added to the site's files under its path inside ``examples/``
+  (``examples/part-1/temperature.ipynb`` is the page ``part-1/temperature/``),
+  before the plugin picks its pages.
+* **Badge.** An "Open in Colab" badge (a local image) under the page title,
+  pointing at the notebook of the released version (the git tag ``v`` +
+  the version in ``pyproject.toml``).
+* **Links.** A notebook links to another notebook as ``other.ipynb`` and to a
+  prose page or the API reference with a full URL under ``site_url``; both
+  work in Jupyter and on Colab. Here they become relative links, which the
+  site's tests check like any other link.
+* **Solutions.** A code cell tagged ``solution`` starts collapsed under a
+  "Solution" summary, as it does in JupyterLab (``jupyter.source_hidden``).
+* **No other host.** The plugin's page template carries a MathJax loader
+  (from a CDN) and a Mermaid loader; both are removed. The site's own KaTeX
+  renders the math (``docs/javascripts/katex.js``).
+* **Page weight.** The plugin inlines the same ~600 KB of Jupyter CSS into
+  every notebook page. Identical ``<style>`` blocks are moved into one shared,
+  cacheable stylesheet per content (``assets/notebooks/<hash>.css``).
+* **Download.** The plugin's ``include_source`` copies the notebook next to
+  its page; Material no longer shows a button for it, so the badge line
+  carries a "Download notebook" button that links to that copy.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
-import logging
+import html
 import posixpath
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.exceptions import PluginError
+from mkdocs.plugins import event_priority
 from mkdocs.structure.files import File, Files
-
-log = logging.getLogger("mkdocs.hooks.notebook_pages")
+from mkdocs.structure.pages import Page
 
 EXAMPLES = "examples"
 BADGE = "assets/badges/open-in-colab.svg"
-SETUP_TAG = "colab-setup"  # the first cell: installs on Colab, hidden on the site
-HIDE_TAGS = {SETUP_TAG, "remove-cell"}
-HIDE_INPUT_TAGS = {"remove-input"}
-ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+STYLES = "assets/notebooks"
+SOLUTION_TAG = "solution"
+
+_STYLE = re.compile(r"<style[^>]*>(.*?)</style>", re.DOTALL)
+_MATHJAX = re.compile(r"<!-- Load mathjax -->.*?<!-- End of mathjax configuration -->", re.DOTALL)
+_MERMAID = re.compile(
+    r'<script type="module">(?:(?!</script>).)*?mermaid.*?</script>|<!-- End of mermaid configuration -->', re.DOTALL
+)
+_HREF = re.compile(r'(<a\b[^>]*?\bhref=")([^"]*)(")')
+_DIV = re.compile(r"<div\b|</div>")
 
 
-def _repository(config: MkDocsConfig) -> tuple[str, str]:
-    extra = config.extra
-    repository, branch = extra.get("repository"), extra.get("branch")
-    if not repository or not branch:
-        raise PluginError("mkdocs.yml needs extra.repository and extra.branch (the notebooks' Colab links)")
-    return str(repository).rstrip("/"), str(branch)
+def _root(config: MkDocsConfig) -> Path:
+    return Path(config.config_file_path).parent
+
+
+def release_ref(config: MkDocsConfig) -> str:
+    """The git tag of the version the site is built from: ``v`` + pyproject's version."""
+    import tomllib
+
+    project = tomllib.loads((_root(config) / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    return f"v{project['version']}"
 
 
 def colab_url(config: MkDocsConfig, notebook: str) -> str:
-    """Colab's URL for ``notebook`` (a path inside the repository)."""
-    repository, branch = _repository(config)
+    """Colab's URL for ``notebook`` (a path inside the repository) at the released version."""
+    repository = str(config.extra.get("repository") or "").rstrip("/")
+    if not repository.startswith("https://github.com/"):
+        raise PluginError("mkdocs.yml needs extra.repository, a https://github.com/ URL (the Colab badges)")
     owner_repo = repository.removeprefix("https://github.com/")
-    return f"https://colab.research.google.com/github/{owner_repo}/blob/{branch}/{notebook}"
+    return f"https://colab.research.google.com/github/{owner_repo}/blob/{release_ref(config)}/{notebook}"
 
 
-def _text(value: str | list[str]) -> str:
-    return "".join(value) if isinstance(value, list) else value
+def _is_notebook_page(page: Page) -> bool:
+    return page.file.src_uri.endswith(".ipynb")
 
 
-def _fence(body: str, classes: str) -> str:
-    """A fenced code block that cannot be closed early by backticks in ``body``."""
-    longest = max((len(m) for m in re.findall(r"`{3,}", body)), default=2)
-    ticks = "`" * max(3, longest + 1)
-    return f"{ticks} {{ {classes} }}\n{body.rstrip()}\n{ticks}"
+# --- files ----------------------------------------------------------------------------------
 
 
-def _output_block(text: str, kind: str) -> str:
-    text = ANSI.sub("", text)
-    return _fence(text, f".text .nb-output .nb-{kind} .no-copy")
-
-
-class _Rendered:
-    def __init__(self) -> None:
-        self.markdown: list[str] = []
-        self.images: dict[str, bytes] = {}
-
-
-def render_notebook(nb: dict, *, page_uri: str, header: str) -> _Rendered:
-    """Markdown of a notebook page; image outputs are returned as files."""
-    out = _Rendered()
-    page_dir = posixpath.dirname(page_uri)
-    stem = posixpath.splitext(posixpath.basename(page_uri))[0]
-    header_done = False
-    for index, cell in enumerate(nb["cells"]):
-        tags = set(cell.get("metadata", {}).get("tags", []))
-        if tags & HIDE_TAGS:
-            continue
-        source = _text(cell.get("source", ""))
-        if cell["cell_type"] == "markdown":
-            if not header_done:
-                # The badges go right under the page title (the first heading).
-                lines = source.split("\n")
-                if lines and lines[0].startswith("# "):
-                    source = "\n".join([lines[0], "", header, *lines[1:]])
-                else:
-                    source = header + "\n\n" + source
-                header_done = True
-            out.markdown.append(source)
-            continue
-        if cell["cell_type"] != "code":
-            continue
-        if not header_done:
-            out.markdown.append(header)
-            header_done = True
-        if source.strip() and not tags & HIDE_INPUT_TAGS:
-            out.markdown.append(_fence(source, ".python .nb-input"))
-        for number, output in enumerate(cell.get("outputs", [])):
-            kind = output.get("output_type")
-            if kind == "stream":
-                name = "stderr" if output.get("name") == "stderr" else "stdout"
-                out.markdown.append(_output_block(_text(output["text"]), name))
-            elif kind == "error":
-                out.markdown.append(_output_block("\n".join(output.get("traceback", [])), "error"))
-            elif kind in ("display_data", "execute_result"):
-                data = output.get("data", {})
-                meta = output.get("metadata", {})
-                if "image/png" in data:
-                    raw = base64.b64decode(_text(data["image/png"]))
-                    digest = hashlib.sha256(raw).hexdigest()[:10]
-                    name = f"figures/{stem}-{index}-{number}-{digest}.png"
-                    out.images[posixpath.join(page_dir, name)] = raw
-                    size = meta.get("image/png", {}) if isinstance(meta.get("image/png"), dict) else {}
-                    attrs = " ".join(f'{k}="{size[k]}"' for k in ("width", "height") if k in size)
-                    alt = cell.get("metadata", {}).get("alt", "Figure made by the code above")
-                    # The picture links to itself: wide figures can be opened at full size.
-                    out.markdown.append(
-                        f'<figure class="nb-figure" markdown>\n'
-                        f'[![{alt}]({name}){{ {attrs} loading=lazy }}]({name} "Open the figure at full size")\n'
-                        f"</figure>"
-                    )
-                elif "text/markdown" in data:
-                    out.markdown.append(f'<div class="nb-output nb-markdown" markdown>\n\n{_text(data["text/markdown"])}\n\n</div>')
-                elif "text/html" in data:
-                    # Our own outputs (e.g. llmsforme.chat.training_html), kept as HTML.
-                    out.markdown.append(f'<div class="nb-output nb-html">\n{_text(data["text/html"]).strip()}\n</div>')
-                elif "text/plain" in data:
-                    out.markdown.append(_output_block(_text(data["text/plain"]), "result"))
-    return out
-
-
-def _header(config: MkDocsConfig, page_uri: str, notebook: str) -> str:
-    page_dir = posixpath.dirname(page_uri)
-    badge = posixpath.relpath(BADGE, page_dir or ".")
-    download = posixpath.basename(notebook)
-    return (
-        '<div class="nb-badges" markdown>\n'
-        f"[![Open in Colab]({badge})]({colab_url(config, notebook)}){{ .nb-colab title=\"Run this page's notebook on Google Colab\" }}\n"
-        f'[:material-download: Download notebook]({download}){{ .md-button .nb-download download="{download}" }}\n'
-        "</div>\n"
-    )
-
-
-def notebook_pages(root: Path) -> list[tuple[Path, str]]:
-    """(notebook path, page src_uri) for every notebook under examples/."""
-    folder = root / EXAMPLES
-    pairs = []
+@event_priority(100)  # before mkdocs-jupyter's on_files, which wraps the notebook files
+def on_files(files: Files, config: MkDocsConfig) -> Files:
+    folder = _root(config) / EXAMPLES
     for path in sorted(folder.rglob("*.ipynb")):
         if ".ipynb_checkpoints" in path.parts:
             continue
-        pairs.append((path, path.relative_to(folder).with_suffix(".md").as_posix()))
-    return pairs
-
-
-def on_files(files: Files, config: MkDocsConfig) -> Files:
-    root = Path(config.config_file_path).parent
-    for path, page_uri in notebook_pages(root):
-        if files.get_file_from_path(page_uri) is not None:
-            raise PluginError(
-                f"{EXAMPLES}/{path.relative_to(root / EXAMPLES).as_posix()} would be the page "
-                f"{page_uri}, but docs/{page_uri} exists too: remove one of them"
-            )
-        raw = path.read_bytes()
-        nb = json.loads(raw)
-        repo_path = path.relative_to(root).as_posix()
-        rendered = render_notebook(nb, page_uri=page_uri, header=_header(config, page_uri, repo_path))
-        files.append(File.generated(config, page_uri, content="\n\n".join(rendered.markdown) + "\n"))
-        files.append(File.generated(config, page_uri[: -len(".md")] + ".ipynb", content=raw))
-        for uri, content in rendered.images.items():
-            files.append(File.generated(config, uri, content=content))
+        uri = path.relative_to(folder).as_posix()
+        for clash in (uri, uri[: -len(".ipynb")] + ".md"):
+            if files.get_file_from_path(clash) is not None:
+                raise PluginError(f"{EXAMPLES}/{uri} would be the page of docs/{clash}: remove one of them")
+        files.append(File(uri, str(folder), config.site_dir, config.use_directory_urls))
     return files
+
+
+# --- page content ---------------------------------------------------------------------------
+
+
+def _relative(target_url: str, page: Page) -> str:
+    """``target_url`` (a site URL such as ``part-1/x/``) relative to ``page``'s URL."""
+    base = posixpath.dirname(page.url.rstrip("/") + "/x") if page.url else ""
+    path, _, fragment = target_url.partition("#")
+    rel = posixpath.relpath(path or ".", base or ".")
+    if path.endswith("/") and not rel.endswith("/"):
+        rel += "/"
+    if rel == "./":
+        rel = "./"
+    return rel + (f"#{fragment}" if fragment else "")
+
+
+def rewrite_links(content: str, page: Page, files: Files, site_url: str) -> str:
+    """Notebook links (``x.ipynb``) and full site URLs become relative site links."""
+    page_dir = posixpath.dirname(page.file.src_uri)
+
+    def replace(match: re.Match[str]) -> str:
+        url = html.unescape(match.group(2))
+        parts = urlsplit(url)
+        fragment = f"#{parts.fragment}" if parts.fragment else ""
+        if site_url and url.startswith(site_url):
+            new = _relative(url[len(site_url):] or "./", page)
+        elif not parts.scheme and not parts.netloc and parts.path.endswith(".ipynb"):
+            uri = posixpath.normpath(posixpath.join(page_dir, parts.path))
+            target = files.get_file_from_path(uri)
+            if target is None:
+                raise PluginError(f"{page.file.src_uri}: link to {url}, but no notebook {uri}")
+            new = _relative(target.url, page) + fragment
+        else:
+            return match.group(0)
+        return match.group(1) + html.escape(new) + match.group(3)
+
+    return _HREF.sub(replace, content)
+
+
+def _matching_div_end(content: str, start: int) -> int:
+    """Index just past the ``</div>`` that closes the ``<div`` at ``start``."""
+    depth = 0
+    for match in _DIV.finditer(content, start):
+        depth += 1 if match.group(0) == "<div" else -1
+        if depth == 0:
+            return match.end()
+    raise PluginError("unbalanced <div> in a notebook page")
+
+
+def collapse_solutions(content: str) -> str:
+    """Wrap every cell tagged ``solution`` in a closed ``<details>`` block."""
+    out, position = [], 0
+    pattern = re.compile(rf'<div class="jp-Cell[^"]*\bcelltag_{SOLUTION_TAG}\b[^"]*"')
+    for match in pattern.finditer(content):
+        if match.start() < position:
+            continue
+        end = _matching_div_end(content, match.start())
+        out += [content[position:match.start()],
+                '<details class="success nb-solution"><summary>Solution</summary>',
+                content[match.start():end], "</details>"]
+        position = end
+    out.append(content[position:])
+    return "".join(out)
+
+
+def _badge(config: MkDocsConfig, page: Page) -> str:
+    badge = _relative(BADGE, page)
+    notebook = f"{EXAMPLES}/{page.file.src_uri}"
+    name = posixpath.basename(page.file.src_uri)  # include_source puts it next to the page
+    return (
+        '<p class="nb-badges">'
+        f'<a class="nb-colab" href="{html.escape(colab_url(config, notebook))}" '
+        f'title="Run this page\'s notebook on Google Colab"><img alt="Open in Colab" src="{badge}"></a> '
+        f'<a class="md-button nb-download" href="{name}" download="{name}" '
+        f'title="The notebook of this page, with its outputs">Download notebook</a></p>'
+    )
+
+
+def _plain_toc_titles(items) -> None:
+    """``$T = 0$`` in a heading reads "T = 0" in the table of contents (no KaTeX there)."""
+    for item in items:
+        item.title = re.sub(r"\$([^$]+)\$", r"\1", item.title)
+        _plain_toc_titles(item.children)
+
+
+def on_page_content(content: str, page: Page, config: MkDocsConfig, files: Files) -> str:
+    if not _is_notebook_page(page):
+        return content
+    content = _MATHJAX.sub("", content)
+    content = _MERMAID.sub("", content)
+    content = rewrite_links(content, page, files, config.site_url or "")
+    content = collapse_solutions(content)
+    _plain_toc_titles(page.toc)
+    heading = re.search(r"</h1>", content)
+    if heading is None:
+        raise PluginError(f"{EXAMPLES}/{page.file.src_uri} has no title (a first Markdown cell with '# Title')")
+    return content[: heading.end()] + _badge(config, page) + content[heading.end():]
+
+
+# --- page weight ----------------------------------------------------------------------------
+
+
+def on_post_page(output: str, page: Page, config: MkDocsConfig) -> str:
+    """Move the notebook's inline styles into a shared stylesheet."""
+    if not _is_notebook_page(page):
+        return output
+    blocks = _STYLE.findall(output)
+    if not blocks:
+        return output
+    css = "\n".join(blocks)
+    name = f"{STYLES}/{hashlib.sha256(css.encode()).hexdigest()[:16]}.css"
+    target = Path(config.site_dir) / name
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(css, encoding="utf-8")
+    first = _STYLE.search(output)
+    assert first is not None
+    link = f'<link rel="stylesheet" href="{_relative(name, page)}">'
+    head, tail = output[: first.start()], output[first.start():]
+    return head + link + _STYLE.sub("", tail)

@@ -7,7 +7,7 @@ Examples::
     llmsforme next "The rain in Spain falls mainly in the" --top 10 --top-k 5 --top-p 0.8
     echo "What is rain?" | llmsforme chat --system "Answer in one sentence." --max-new-tokens 60
 
-Taught in: [Next-token probabilities](../part-1/generating-text.md#on-the-command-line).
+Taught in: [Next-token probabilities](../part-1/generating-text.ipynb#on-the-command-line).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def format_next_token_table(rows: Sequence[dict[str, Any]]) -> str:
         rank  token       probability  cumulative  top-k  top-p
            1  ' plain'         0.5000      0.5000    yes    yes
 
-    Taught in: [Next-token probabilities](../part-1/generating-text.md#on-the-command-line).
+    Taught in: [Next-token probabilities](../part-1/generating-text.ipynb#on-the-command-line).
     """
     lines = [f"{'rank':>4}  {'token':<10}  {'probability':>11}  {'cumulative':>10}  {'top-k':>5}  {'top-p':>5}"]
     for row in rows:

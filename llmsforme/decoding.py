@@ -11,8 +11,8 @@ They give the same tokens as ``model.generate`` with the same settings
 (checked by the test suite), and can record a *trace* of every step for the
 tables and pictures of the course.
 
-Taught in: [Greedy and beam search](../part-1/greedy-and-beam-search.md),
-[Temperature](../part-1/temperature.md), [Top-k and top-p](../part-1/top-k-top-p.md).
+Taught in: [Greedy and beam search](../part-1/greedy-and-beam-search.ipynb),
+[Temperature](../part-1/temperature.ipynb), [Top-k and top-p](../part-1/top-k-top-p.ipynb).
 """
 
 from __future__ import annotations
@@ -251,7 +251,7 @@ def greedy(
         >>> greedy(toy, "the").text
         'plain which'
 
-    Taught in: [Greedy and beam search](../part-1/greedy-and-beam-search.md).
+    Taught in: [Greedy and beam search](../part-1/greedy-and-beam-search.ipynb).
     """
     lm = as_language_model(model, tokenizer)
     prompt_ids = _prompt_ids(lm, prompt)
@@ -299,8 +299,8 @@ def sample(
         >>> sample(toy, "the", top_k=1, seed=0).text  # top_k=1 is greedy
         'plain'
 
-    Taught in: [Temperature](../part-1/temperature.md),
-    [Top-k and top-p](../part-1/top-k-top-p.md).
+    Taught in: [Temperature](../part-1/temperature.ipynb),
+    [Top-k and top-p](../part-1/top-k-top-p.ipynb).
     """
     lm = as_language_model(model, tokenizer)
     prompt_ids = _prompt_ids(lm, prompt)
@@ -360,7 +360,7 @@ def beam_search(
         >>> beam_search(toy, "the", num_beams=2).text
         'meadow where'
 
-    Taught in: [Greedy and beam search](../part-1/greedy-and-beam-search.md).
+    Taught in: [Greedy and beam search](../part-1/greedy-and-beam-search.ipynb).
     """
     lm = as_language_model(model, tokenizer)
     prompt_ids = _prompt_ids(lm, prompt)
@@ -484,8 +484,8 @@ def next_token_table(
         >>> [(r["token"], r["probability"]) for r in next_token_table(toy, "the", top=2)]
         [('plain', 0.6000000238418579), ('meadow', 0.4000000059604645)]
 
-    Taught in: [Next-token probabilities](../part-1/generating-text.md),
-    [Top-k and top-p sampling](../part-1/top-k-top-p.md).
+    Taught in: [Next-token probabilities](../part-1/generating-text.ipynb),
+    [Top-k and top-p sampling](../part-1/top-k-top-p.ipynb).
     """
     lm = as_language_model(model, tokenizer)
     prompt_ids = _prompt_ids(lm, prompt)

@@ -1,7 +1,7 @@
 """The worked examples of Part 1 as data, shared by the pages, notebooks and tests.
 
-Taught in: [Greedy and beam search](../part-1/greedy-and-beam-search.md) and
-[Top-k and top-p](../part-1/top-k-top-p.md).
+Taught in: [Greedy and beam search](../part-1/greedy-and-beam-search.ipynb) and
+[Top-k and top-p](../part-1/top-k-top-p.ipynb).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ TOP_K_TOP_P_EXAMPLE: dict[str, float] = {
 def beam_example_model() -> ToyModel:
     """The toy model of the beam-search example (prompt: ``"the"``).
 
-    Taught in: [Greedy and beam search](../part-1/greedy-and-beam-search.md).
+    Taught in: [Greedy and beam search](../part-1/greedy-and-beam-search.ipynb).
     """
     return ToyModel(BEAM_EXAMPLE)
 
@@ -44,6 +44,6 @@ def beam_example_model() -> ToyModel:
 def top_k_top_p_model() -> ToyModel:
     """The toy model of the top-k / top-p example (prompt: ``"the"``).
 
-    Taught in: [Top-k and top-p sampling](../part-1/top-k-top-p.md).
+    Taught in: [Top-k and top-p sampling](../part-1/top-k-top-p.ipynb).
     """
     return ToyModel({"the": TOP_K_TOP_P_EXAMPLE})

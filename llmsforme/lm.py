@@ -11,7 +11,7 @@ Two adapters implement it:
 * :class:`ToyModel` is a hand-written table of next-word probabilities, small
   enough to follow by hand, which reproduces the worked examples of the course.
 
-Taught in: [Generating text](../part-1/generating-text.md).
+Taught in: [Generating text](../part-1/generating-text.ipynb).
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ class HFLanguageModel:
         logits, cache = lm.start(torch.tensor([lm.encode("The rain in Spain")]))
         print(lm.token_text(int(logits.argmax())))   # the most likely next token
 
-    Taught in: [Next-token probabilities](../part-1/generating-text.md).
+    Taught in: [Next-token probabilities](../part-1/generating-text.ipynb).
     """
 
     def __init__(self, model: Any, tokenizer: Any) -> None:
@@ -141,7 +141,7 @@ class ToyModel:
         >>> [round(x, 2) for x in torch.softmax(logits, -1)[0].tolist()]
         [0.0, 0.0, 0.6, 0.4, 0.0, 0.0, 0.0]
 
-    Taught in: [Greedy and beam search](../part-1/greedy-and-beam-search.md).
+    Taught in: [Greedy and beam search](../part-1/greedy-and-beam-search.ipynb).
     """
 
     EOS = "<eos>"

@@ -7,7 +7,7 @@ de-quantize every tensor, which takes about 20 s. We do that once and keep the
 result as fp32 safetensors in a cache folder, which then loads in a couple of
 seconds.
 
-Taught in: [Hugging Face and the course model](../part-1/hugging-face.md).
+Taught in: [Hugging Face and the course model](../part-1/hugging-face.ipynb).
 """
 
 from __future__ import annotations
@@ -258,7 +258,7 @@ def load_model(
         model, tokenizer = load_model()              # the course model, offline
         model, tokenizer = load_model("HuggingFaceTB/SmolLM2-360M-Instruct")  # online
 
-    Taught in: [Hugging Face and the course model](../part-1/hugging-face.md).
+    Taught in: [Hugging Face and the course model](../part-1/hugging-face.ipynb).
     """
     import torch
 

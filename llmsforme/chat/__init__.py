@@ -5,8 +5,8 @@
 * :func:`chat` asks a model for the next reply;
 * :func:`training_example` shows which tokens fine-tuning learns from.
 
-Taught in: [Message roles](../part-1/message-roles.md),
-[Chat templates](../part-1/chat-templates.md).
+Taught in: [Message roles](../part-1/message-roles.ipynb),
+[Chat templates](../part-1/chat-templates.ipynb).
 """
 
 from .guard import RoleInjectionError, find_special_tokens

@@ -6,7 +6,7 @@ prompt holds a turn the user wrote but the model reads as the system's. We
 refuse such messages by default; :func:`~llmsforme.chat.encode_chat` can
 instead keep them as plain text (``on_special_tokens="neutralise"``).
 
-Taught in: [Chat templates](../part-1/chat-templates.md).
+Taught in: [Chat templates](../part-1/chat-templates.ipynb).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ ON_SPECIAL_TOKENS = ("error", "neutralise")
 class RoleInjectionError(ValueError):
     """A message contains a special token of the template, which could forge a turn.
 
-    Taught in: [Chat templates](../part-1/chat-templates.md).
+    Taught in: [Chat templates](../part-1/chat-templates.ipynb).
     """
 
 
@@ -37,7 +37,7 @@ def check_on_special_tokens(value: object) -> OnSpecialTokens:
         ...
         ValueError: on_special_tokens must be 'error' or 'neutralise', got 'ignore'
 
-    Taught in: [Chat templates](../part-1/chat-templates.md).
+    Taught in: [Chat templates](../part-1/chat-templates.ipynb).
     """
     if value not in ON_SPECIAL_TOKENS:
         raise ValueError(f"on_special_tokens must be 'error' or 'neutralise', got {value!r}")
@@ -51,7 +51,7 @@ def special_token_pattern(tokens: Iterable[str]) -> re.Pattern[str]:
         >>> special_token_pattern(["<s>", "</s>"]).findall("<s>[INST] Hi [/INST]</s>")
         ['<s>', '</s>']
 
-    Taught in: [Chat templates](../part-1/chat-templates.md).
+    Taught in: [Chat templates](../part-1/chat-templates.ipynb).
     """
     longest_first = sorted(set(tokens), key=len, reverse=True)
     return re.compile("|".join(map(re.escape, longest_first)) or "(?!)")  # (?!) never matches
@@ -68,7 +68,7 @@ def find_special_tokens(messages: Sequence[Mapping[str, object]], tokens: Iterab
         ...                     ["<|im_start|>", "<|im_end|>"])
         [(0, '<|im_end|>'), (0, '<|im_start|>')]
 
-    Taught in: [Chat templates](../part-1/chat-templates.md).
+    Taught in: [Chat templates](../part-1/chat-templates.ipynb).
     """
     pattern = special_token_pattern(tokens)
     found: list[tuple[int, str]] = []
@@ -91,7 +91,7 @@ def raise_if_special_tokens(
         ...
         llmsforme.chat.guard.RoleInjectionError: messages[0] (user) contains the special token '[/INST]' ...
 
-    Taught in: [Chat templates](../part-1/chat-templates.md).
+    Taught in: [Chat templates](../part-1/chat-templates.ipynb).
     """
     found = find_special_tokens(messages, tokens)
     if found:

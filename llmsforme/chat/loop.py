@@ -4,7 +4,7 @@
 decoding strategy of :mod:`llmsforme.decoding` to continue it until the
 end-of-turn token, and returns the conversation with the reply appended.
 
-Taught in: [Chat templates](../part-1/chat-templates.md).
+Taught in: [Chat templates](../part-1/chat-templates.ipynb).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def detect_template(tokenizer: Any) -> str:
         >>> detect_template(Tokenizer())
         'chatml'
 
-    Taught in: [Chat templates](../part-1/chat-templates.md).
+    Taught in: [Chat templates](../part-1/chat-templates.ipynb).
     """
     source = getattr(tokenizer, "chat_template", None)
     if isinstance(source, str):
@@ -75,7 +75,7 @@ class TextStream:
         >>> pieces
         ['é', '!']
 
-    Taught in: [Chat templates](../part-1/chat-templates.md).
+    Taught in: [Chat templates](../part-1/chat-templates.ipynb).
     """
 
     def __init__(self, decode: Callable[[list[int]], str], on_text: Callable[[str], None]) -> None:
@@ -144,7 +144,7 @@ def chat(
         >>> len(conversation)
         4
 
-    Taught in: [Chat templates](../part-1/chat-templates.md).
+    Taught in: [Chat templates](../part-1/chat-templates.ipynb).
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(map(repr, STRATEGIES))}, got {strategy!r}")

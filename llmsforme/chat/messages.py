@@ -3,7 +3,7 @@
 :func:`validate_messages` checks one against the rules of a chat template
 before it is rendered, and says what is wrong and where.
 
-Taught in: [Message roles](../part-1/message-roles.md).
+Taught in: [Message roles](../part-1/message-roles.ipynb).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ Role = Literal["system", "user", "assistant", "tool"]
 class Message(TypedDict):
     """One turn of a conversation. Plain dicts with these two keys work too.
 
-    Taught in: [Message roles](../part-1/message-roles.md).
+    Taught in: [Message roles](../part-1/message-roles.ipynb).
     """
 
     role: Role
@@ -71,7 +71,7 @@ def validate_messages(messages: Sequence[Mapping[str, object]], template: str | 
         ...
         ValueError: messages[1] has role 'user', but 'gemma' needs user and assistant turns to alternate, ...
 
-    Taught in: [Message roles](../part-1/message-roles.md).
+    Taught in: [Message roles](../part-1/message-roles.ipynb).
     """
     spec = get_template(template)
     if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):

@@ -5,7 +5,7 @@ registry holds what the text alone does not say: the special tokens a message
 must not contain, the token a reply ends with, and which roles may appear in
 which order.
 
-Taught in: [Chat templates](../part-1/chat-templates.md).
+Taught in: [Chat templates](../part-1/chat-templates.ipynb).
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def get_template(template: str | ChatTemplate) -> ChatTemplate:
         ...
         ValueError: template must be one of 'chatml', 'phi3', 'llama3', 'gemma', 'llama2', 'mistral', got 'vicuna'
 
-    Taught in: [Chat templates](../part-1/chat-templates.md).
+    Taught in: [Chat templates](../part-1/chat-templates.ipynb).
     """
     if isinstance(template, ChatTemplate):
         return template

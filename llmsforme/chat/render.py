@@ -4,7 +4,7 @@ The templates are Jinja files in ``llmsforme/templates/``, run as transformers
 runs them: in Jinja's immutable sandbox (a template is code, and may come from
 a stranger), with ``trim_blocks`` and ``lstrip_blocks``.
 
-Taught in: [Chat templates](../part-1/chat-templates.md).
+Taught in: [Chat templates](../part-1/chat-templates.ipynb).
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def render_template(
         >>> render_template(get_template("gemma"), [{"role": "user", "content": "Hi"}])
         '<bos><start_of_turn>user\\nHi<end_of_turn>\\n'
 
-    Taught in: [Chat templates](../part-1/chat-templates.md).
+    Taught in: [Chat templates](../part-1/chat-templates.ipynb).
     """
     # The template sees plain copies: only strings, never the caller's objects.
     plain = [{"role": str(m["role"]), "content": str(m["content"])} for m in messages]
@@ -121,7 +121,7 @@ def prepare(
         >>> prepare([{"role": "user", "content": "Hi"}], "llama3", True, False, "error").end_of_turn
         '<|eot_id|>'
 
-    Taught in: [Chat templates](../part-1/chat-templates.md).
+    Taught in: [Chat templates](../part-1/chat-templates.ipynb).
     """
     spec = get_template(template)
     validate_messages(messages, spec)
@@ -172,7 +172,7 @@ def render_chat(
         <BLANKLINE>
         Once
 
-    Taught in: [Chat templates](../part-1/chat-templates.md).
+    Taught in: [Chat templates](../part-1/chat-templates.ipynb).
     """
     spec = prepare(messages, template, add_generation_prompt, continue_final_message, on_special_tokens)
     return render_template(

@@ -6,7 +6,7 @@
 is split into ordinary tokens, so the only special-token ids in the result are
 the ones the template itself wrote.
 
-Taught in: [Chat templates](../part-1/chat-templates.md).
+Taught in: [Chat templates](../part-1/chat-templates.ipynb).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def tokenizer_special_tokens(tokenizer: Any) -> tuple[str, ...]:
         >>> tokenizer_special_tokens(tokenizer)[:3]
         ('<|endoftext|>', '<|im_start|>', '<|im_end|>')
 
-    Taught in: [Chat templates](../part-1/chat-templates.md).
+    Taught in: [Chat templates](../part-1/chat-templates.ipynb).
     """
     decoder = getattr(tokenizer, "added_tokens_decoder", None)
     if not isinstance(decoder, Mapping):
@@ -123,7 +123,7 @@ def encode_chat(
         Seven ordinary tokens spell ``<|im_start|>``; then come the template's
         ``<|im_end|>`` (2) and ``"\\n"``.
 
-    Taught in: [Chat templates](../part-1/chat-templates.md).
+    Taught in: [Chat templates](../part-1/chat-templates.ipynb).
     """
     special = tokenizer_special_tokens(tokenizer)
     spec = prepare(messages, template, add_generation_prompt, continue_final_message, on_special_tokens, special)

@@ -5,7 +5,7 @@ what the assistant says: its content tokens and the end-of-turn token that
 closes them (so that the model learns to stop). The role headers, the system
 and user turns are context, not targets.
 
-Taught in: [Chat templates](../part-1/chat-templates.md).
+Taught in: [Chat templates](../part-1/chat-templates.ipynb).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def training_example(
         >>> tokenizer.decode([i for i, m in zip(ids, mask) if m])
         'Hello!<|im_end|>'
 
-    Taught in: [Chat templates](../part-1/chat-templates.md).
+    Taught in: [Chat templates](../part-1/chat-templates.ipynb).
     """
     spec = prepare(messages, template, False, False, "error", tokenizer_special_tokens(tokenizer))
     for index, message in enumerate(messages):
@@ -83,7 +83,7 @@ def training_rows(
         ...                           {"role": "assistant", "content": "Hello!"}])[-3]
         {'position': 32, 'token_id': 17, 'token': '!', 'trained': True}
 
-    Taught in: [Chat templates](../part-1/chat-templates.md).
+    Taught in: [Chat templates](../part-1/chat-templates.ipynb).
     """
     ids, mask = training_example(tokenizer, messages, template)
     return [
@@ -138,7 +138,7 @@ def training_html(
         >>> html.startswith("<table")  # in a notebook: IPython.display.HTML(html)
         True
 
-    Taught in: [Chat templates](../part-1/chat-templates.md).
+    Taught in: [Chat templates](../part-1/chat-templates.ipynb).
     """
     rows = [{**row, "visible": _visible(row["token"])} for row in training_rows(tokenizer, messages, template)]
     return _TABLE.render(rows=rows, trained_style=TRAINED_STYLE, context_style=CONTEXT_STYLE)
