@@ -22,7 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["LanguageModel", "HFLanguageModel", "ToyModel", "as_language_model", "visible_token"]
+__all__ = ["LanguageModel", "HFLanguageModel", "ToyModel", "as_language_model", "cache_argument", "visible_token"]
 
 
 @runtime_checkable
@@ -61,12 +61,39 @@ class LanguageModel(Protocol):
         ...
 
 
+def cache_argument(model: Any) -> str:
+    """The name under which ``model.forward`` takes its KV cache.
+
+    transformers renamed ``past_key_values`` to ``cache`` (5.24 takes both and
+    deprecates the old name); a model that takes ``**kwargs`` swallows the
+    name it does not know without a word, so the name is read from the
+    signature rather than guessed.
+
+    Example::
+
+        cache_argument(model)   # 'cache' with transformers 5.24
+    """
+    import inspect
+
+    parameters = inspect.signature(model.forward).parameters
+    for name in ("cache", "past_key_values"):
+        if name in parameters:
+            return name
+    raise TypeError(
+        f"{type(model).__name__}.forward takes neither 'cache' nor 'past_key_values': "
+        "not a causal LM with a KV cache that llmsforme can drive"
+    )
+
+
 class HFLanguageModel:
     """A Hugging Face causal LM and its tokenizer, behind :class:`LanguageModel`.
 
     Each step runs one forward pass of the new token only, re-using the KV
     cache, and computes the logits of the last position only: the same calls
-    that ``model.generate`` makes, so the results are identical.
+    that ``model.generate`` makes, so the results are identical. The
+    positions are passed explicitly, and a step whose forward pass did not
+    extend the cache raises ``RuntimeError`` instead of returning wrong text.
+    Logits come back as float32 on the CPU, wherever the model runs.
 
     Example::
 
@@ -91,6 +118,7 @@ class HFLanguageModel:
             eos = tokenizer.eos_token_id
         self.eos_token_ids = tuple([eos] if isinstance(eos, int) else eos or [])
         self._device = next(model.parameters()).device
+        self._cache_argument = cache_argument(model)
 
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False).input_ids)
@@ -102,9 +130,29 @@ class HFLanguageModel:
         return str(self.tokenizer.decode([int(token_id)]))
 
     def _forward(self, input_ids: torch.Tensor, cache: Any) -> torch.Tensor:
+        # Explicit positions and an explicitly named cache: the loop must not
+        # depend on defaults that differ between transformers versions.
+        past = cache.get_seq_length()
+        length = input_ids.shape[1]
+        positions = torch.arange(past, past + length, device=self._device).expand(input_ids.shape[0], -1)
         with torch.no_grad():
             output = self.model(
-                input_ids=input_ids.to(self._device), cache=cache, use_cache=True, logits_to_keep=1
+                input_ids=input_ids.to(self._device),
+                position_ids=positions,
+                use_cache=True,
+                logits_to_keep=1,
+                **{self._cache_argument: cache},
+            )
+        if cache.get_seq_length() != past + length:
+            # The model did not write into our cache, so the next step would
+            # see only its own token: the text would be wrong, silently.
+            import transformers
+
+            raise RuntimeError(
+                f"{type(self.model).__name__}.forward ignored the KV cache passed as "
+                f"{self._cache_argument}= (transformers {transformers.__version__}): the cache holds "
+                f"{cache.get_seq_length()} positions instead of {past + length}. llmsforme needs a "
+                "transformers whose models take the cache as 'cache' or 'past_key_values'."
             )
         return output.logits[:, -1].to(copy=True, dtype=torch.float32, device="cpu")
 
