@@ -14,8 +14,9 @@ stored outputs. This hook only does what the plugin does not:
   prose page or the API reference with a full URL under ``site_url``; both
   work in Jupyter and on Colab. Here they become relative links, which the
   site's tests check like any other link.
-* **Solutions.** A code cell tagged ``solution`` starts collapsed under a
-  "Solution" summary, as it does in JupyterLab (``jupyter.source_hidden``).
+* **Solutions.** Cells tagged ``solution`` (the code, its output and the
+  prose about it) start collapsed under one "Solution" summary, as they do in
+  JupyterLab (``jupyter.source_hidden``).
 * **No other host.** The plugin's page template carries a MathJax loader
   (from a CDN) and a Mermaid loader; both are removed. The site's own KaTeX
   renders the math (``docs/javascripts/katex.js``).
@@ -146,17 +147,37 @@ def _matching_div_end(content: str, start: int) -> int:
     raise PluginError("unbalanced <div> in a notebook page")
 
 
+_CELL = re.compile(r'<div (?:id="[^"]*" )?class="jp-Cell ')
+_SOLUTION_CLASS = re.compile(rf'class="[^"]*\bcelltag_{SOLUTION_TAG}\b')
+
+
 def collapse_solutions(content: str) -> str:
-    """Wrap every cell tagged ``solution`` in a closed ``<details>`` block."""
-    out, position = [], 0
-    pattern = re.compile(rf'<div class="jp-Cell[^"]*\bcelltag_{SOLUTION_TAG}\b[^"]*"')
-    for match in pattern.finditer(content):
+    """Wrap each run of consecutive cells tagged ``solution`` in one closed ``<details>``.
+
+    A solution is often code, its output and a sentence about that output:
+    the reader opens them together, as one "Solution".
+    """
+    cells = []  # (start, end, is_solution) of every cell, in order
+    position = 0
+    for match in _CELL.finditer(content):
         if match.start() < position:
-            continue
+            continue  # a cell inside a cell: not produced by nbconvert, but be safe
         end = _matching_div_end(content, match.start())
-        out += [content[position:match.start()],
+        cells.append((match.start(), end, bool(_SOLUTION_CLASS.search(content, match.start(), end))))
+        position = end
+    groups: list[list[int]] = []  # [start, end] of each run of solution cells
+    for start, end, is_solution in cells:
+        if not is_solution:
+            continue
+        if groups and not content[groups[-1][1]:start].strip():
+            groups[-1][1] = end
+        else:
+            groups.append([start, end])
+    out, position = [], 0
+    for start, end in groups:
+        out += [content[position:start],
                 '<details class="success nb-solution"><summary>Solution</summary>',
-                content[match.start():end], "</details>"]
+                content[start:end], "</details>"]
         position = end
     out.append(content[position:])
     return "".join(out)

@@ -287,6 +287,14 @@ def sample(
     does. Our defaults switch every filter off (``top_k=0``, ``top_p=1``);
     note that transformers applies ``top_k=50`` unless told otherwise.
 
+    What equals what: the draw always happens on the CPU, wherever the model
+    runs (the logits come back as float32 on the CPU). So on a CPU, a seeded
+    ``sample`` gives the tokens of ``torch.manual_seed(seed)`` then
+    ``model.generate(do_sample=True, top_k=0, ...)`` with the same settings.
+    On a GPU, the same seed gives the same tokens every time, and the same
+    tokens as on a CPU as long as the logits agree, but *not* those of
+    ``model.generate`` on the GPU, which draws from CUDA's own random stream.
+
     Args:
         temperature: > 0; below 1 sharpens, above 1 flattens.
         top_k: keep the k most likely tokens (0 = off).

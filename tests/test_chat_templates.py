@@ -90,7 +90,10 @@ def test_course_template_is_detected(course_model):
     assert get_template("chatml").default_system_prompt in tokenizer.chat_template
 
 
-_TEXT = st.text(st.one_of(st.characters(), st.sampled_from(list("<|>[]/_ \n\timstartendINST"))), max_size=40)
+# Any text a tokenizer can read: lone surrogates ("\ud800") are not text, and
+# validate_messages rejects them (test_lone_surrogates_are_rejected).
+_TEXT = st.text(st.one_of(st.characters(exclude_categories=["Cs"]),
+                          st.sampled_from(list("<|>[]/_ \n\timstartendINST"))), max_size=40)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -102,6 +105,11 @@ def test_course_rendering_matches_transformers_on_random_text(course_model, firs
     messages = ([{"role": "system", "content": second}] if with_system else []) + [user(first), assistant(second)]
     assert render_chat(messages) == tokenizer.apply_chat_template(messages, tokenize=False)
     assert encode_chat(tokenizer, messages) == tokenizer.apply_chat_template(messages)["input_ids"]
+
+
+def test_lone_surrogates_are_rejected():
+    with pytest.raises(ValueError, match=r"messages\[1\]\['content'\] is not valid Unicode text"):
+        render_chat([user("Hi"), assistant("ok \ud800")])
 
 
 # --- the other families: golden strings from the published formats -------------------------

@@ -151,3 +151,39 @@ def test_offline_fresh_process_loads_course_model(course_model):
     assert result.returncode == 0, result.stderr
     expected = greedy(course_model[0], PROMPT, tokenizer=course_model[1], max_new_tokens=5).token_ids
     assert result.stdout.strip() == str(expected)
+
+
+# --- devices (CI has no GPU: the plumbing is checked on the CPU) --------------------------------
+
+
+def test_device_names_are_resolved_and_checked():
+    import torch
+
+    from llmsforme.model_source import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    for bad in ("gpu", "CUDA", "cuda:x", "", "tpu"):
+        with pytest.raises(ValueError, match="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'"):
+            resolve_device(bad)
+    for bad in (0, None, 1.5):
+        with pytest.raises(TypeError, match="device must be"):
+            resolve_device(bad)
+    if torch.cuda.is_available():
+        assert resolve_device("cuda").type == "cuda"
+    else:
+        with pytest.raises(ValueError, match="sees no CUDA GPU"):
+            resolve_device("cuda")
+        with pytest.raises(ValueError, match="sees no CUDA GPU"):
+            load_model(device="cuda:0", progress=False)  # refused before any loading
+
+
+def test_load_model_puts_the_model_on_the_resolved_device(course_model):
+    import torch
+
+    model, _ = load_model(device="auto", progress=False)
+    expected = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert next(model.parameters()).device.type == expected.type
+    with pytest.raises(TypeError, match="device must be"):
+        load_model(device=3, progress=False)

@@ -62,13 +62,15 @@ def test_a_link_to_a_missing_notebook_fails_the_build():
         hook.rewrite_links('<a href="no-such.ipynb">x</a>', PAGE, FILES, SITE)
 
 
-def test_solution_cells_start_collapsed():
-    cell = ('<div class="jp-Cell jp-CodeCell jp-Notebook-cell celltag_solution">'
+def test_solution_cells_start_collapsed_together():
+    code = ('<div class="jp-Cell jp-CodeCell jp-Notebook-cell celltag_solution">'
             '<div class="jp-InputArea"><pre>print(1)</pre></div><div class="jp-OutputArea">1</div></div>')
-    other = '<div class="jp-Cell jp-MarkdownCell"><p>Question?</p></div>'
-    out = hook.collapse_solutions(other + cell + other)
-    assert out == (other + '<details class="success nb-solution"><summary>Solution</summary>'
-                   + cell + "</details>" + other)
+    prose = ('<div id="cell-id=ab" class="jp-Cell jp-MarkdownCell jp-Notebook-cell"><div class="jp-InputArea">'
+             '<div class="jp-RenderedMarkdown celltag_solution"><p>It prints 1.</p></div></div></div>')
+    other = '<div class="jp-Cell jp-MarkdownCell"><div><p>Question?</p></div></div>'
+    out = hook.collapse_solutions(other + code + "\n" + prose + other + code)
+    opening = '<details class="success nb-solution"><summary>Solution</summary>'
+    assert out == (other + opening + code + "\n" + prose + "</details>" + other + opening + code + "</details>")
     assert hook.collapse_solutions(other) == other
 
 

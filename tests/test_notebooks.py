@@ -20,6 +20,7 @@ from llmsforme.notebooks import (
     kernel_environment,
     markdown_problems,
     problems,
+    solution_problems,
     repository_from_mkdocs,
     setup_cell_source,
 )
@@ -159,3 +160,42 @@ def test_notebook_reexecutes_to_stored_outputs(path: Path, nb_regression):
               "PYDEVD_DISABLE_FILE_VALIDATION", "PYTHONHASHSEED")
     nb_regression.exec_env = {key: value for key, value in kernel_environment().items() if key in passed}
     nb_regression.check(str(path))
+
+
+# --- executed solutions ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_every_exercise_has_a_collapsed_solution(path: Path):
+    """After "## Exercises", each numbered question is followed by its solution cells."""
+    cells = nbformat.read(path, as_version=4).cells
+    start = next(i for i, c in enumerate(cells) if c.cell_type == "markdown" and "## Exercises" in c.source)
+    questions = solutions = 0
+    for cell in cells[start + 1:]:
+        tags = cell.metadata.get("tags", [])
+        if "solution" in tags:
+            solutions += 1
+            assert cell.metadata["jupyter"]["source_hidden"] is True
+        else:
+            assert cell.cell_type == "markdown" and cell.source.lstrip()[:2].rstrip(".").isdigit(), cell.source[:60]
+            questions += 1
+    assert questions >= 3 and solutions >= questions, (questions, solutions)
+    assert "<details>" not in "".join(c.source for c in cells[start + 1:]), "solutions are cells, not <details>"
+
+
+def test_solution_check_fails_on_a_planted_wrong_number():
+    """Change one number in a stored solution's prose: the check must name it."""
+    path = ROOT / "examples" / "part-1" / "top-k-top-p.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    assert solution_problems(nb) == []
+    prose = [c for c in nb.cells if c.cell_type == "markdown" and "solution" in c.metadata.get("tags", [])]
+    target = next(c for c in prose if "0.667" in c.source)
+    target.source = target.source.replace("0.667", "0.6")  # the slides' old, wrong figure
+    assert solution_problems(nb) == [
+        f"cell {nb.cells.index(target) + 1}: the solution states 0.6, which its outputs do not show"]
+
+
+def test_solution_check_fails_on_code_that_nothing_executes():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("Run this:\n\n```python\nprint(1)\n```", metadata={"tags": ["solution"]})]
+    assert any("nothing executes" in p for p in solution_problems(nb))

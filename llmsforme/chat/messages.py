@@ -48,6 +48,13 @@ def _check_message(index: int, message: object, spec: ChatTemplate) -> str:
     content = message["content"]
     if not isinstance(content, str):
         raise TypeError(f"messages[{index}]['content'] must be a string, got {type(content).__name__}")
+    try:
+        content.encode("utf-8")
+    except UnicodeEncodeError as error:  # a lone surrogate such as "\ud800": not text a tokenizer can read
+        raise ValueError(
+            f"messages[{index}]['content'] is not valid Unicode text: character {error.start} is "
+            f"{content[error.start]!r}, half of a UTF-16 surrogate pair"
+        ) from None
     return str(role)
 
 
