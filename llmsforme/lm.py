@@ -75,7 +75,10 @@ def cache_argument(model: Any) -> str:
     """
     import inspect
 
-    parameters = inspect.signature(model.forward).parameters
+    # A wrapper such as peft's PeftModel passes **kwargs on to the model it
+    # wraps: the name that counts is that model's.
+    inner = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
+    parameters = inspect.signature(inner.forward).parameters
     for name in ("cache", "past_key_values"):
         if name in parameters:
             return name

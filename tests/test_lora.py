@@ -121,3 +121,14 @@ def test_a_fresh_adapter_leaves_the_model_unchanged_and_merges_back(course_model
 def test_bad_arguments(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+def test_the_package_decodes_through_a_peft_model(course_model, peft_model):
+    """greedy and chat drive a PeftModel (its forward passes the cache on): same tokens as merged."""
+    from llmsforme import greedy
+
+    model, tokenizer = course_model
+    through_peft = greedy(peft_model, "The rain in Spain", tokenizer=tokenizer, max_new_tokens=8, eos_token_id=[])
+    merged = copy.deepcopy(peft_model).merge_and_unload()
+    assert through_peft.token_ids == greedy(merged, "The rain in Spain", tokenizer=tokenizer,
+                                            max_new_tokens=8, eos_token_id=[]).token_ids
