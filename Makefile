@@ -31,9 +31,10 @@ test: $(READY)  ## run every test: package, notebooks, site
 notebooks: $(READY)  ## re-execute every notebook and store its outputs (for authors)
 	$(BIN)/python -m llmsforme.notebooks run examples
 
-benchmark: $(READY)  ## print the speed figures: decoding loops, quantization
+benchmark: $(READY)  ## print the speed figures: decoding, quantization, LoRA training
 	$(BIN)/python benchmarks/decoding.py
 	$(BIN)/python benchmarks/quantization.py
+	$(BIN)/python benchmarks/lora_training.py
 
 # requirements.lock pins every package to the version the stored notebook
 # outputs and the checked site were made with. Regenerate it after changing
