@@ -403,7 +403,7 @@ def _clean(nb: Any) -> None:
     """Keep only what matters in the stored metadata (no timings, no machine details)."""
     nb.metadata = {"kernelspec": dict(KERNELSPEC), "language_info": {"name": "python"}}
     for cell in nb.cells:
-        cell.metadata = {k: v for k, v in cell.metadata.items() if k in ("tags", "alt", "jupyter")}
+        cell.metadata = {k: v for k, v in cell.metadata.items() if k in ("tags", "alt", "jupyter", "nbreg")}
         if cell.cell_type == "code":
             # One output per run of prints, however the kernel happened to flush them.
             merged: list[Any] = []
