@@ -2,9 +2,9 @@
 
 The fine-tuning page teaches the course model a format it does not have
 (answers that start with "Short answer:" and end with the page to read).
-Training to a good result takes about three minutes on 2 cores, more than a
-notebook may take, so this script trains it once and the page loads the
-result (and trains a few steps live to show the loop).
+Training to a good result takes minutes on 2 cores (the manifest records how
+long), more than a notebook may take, so this script trains it once and
+the page loads the result (and trains a few steps live to show the loop).
 
     .venv/bin/python scripts/train_course_adapter.py
 
