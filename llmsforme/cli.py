@@ -6,6 +6,7 @@ Examples::
     llmsforme generate "Once upon a time" --strategy sample --temperature 0.7 --top-p 0.9 --seed 1
     llmsforme next "The rain in Spain falls mainly in the" --top 10 --top-k 5 --top-p 0.8
     echo "What is rain?" | llmsforme chat --system "Answer in one sentence." --max-new-tokens 60
+    llmsforme serve --port 8000          # OpenAI-compatible API at http://127.0.0.1:8000/v1
 
 Taught in: [Next-token probabilities](../part-1/generating-text.ipynb#on-the-command-line).
 """
@@ -135,6 +136,35 @@ def _chat(args: argparse.Namespace) -> int:
         print(flush=True)
 
 
+def _serve(args: argparse.Namespace) -> int:
+    """Serve the model with OpenAI's API until Ctrl+C."""
+    from .server import serve
+
+    model, tokenizer = (None, None)
+    if args.model is not None:
+        from .model_source import load_model
+
+        model, tokenizer = load_model(args.model)
+    api_key = args.api_key
+    if api_key is None and args.api_key_env:
+        import os
+
+        api_key = os.environ.get(args.api_key_env) or None
+    try:
+        serve(
+            model,
+            tokenizer,
+            host=args.host,
+            port=args.port,
+            api_key=api_key,
+            max_tokens_limit=args.max_tokens_limit,
+            rate_limit=args.rate_limit,
+        )
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmsforme", description="The llmsforme course on the command line.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -175,6 +205,22 @@ def build_parser() -> argparse.ArgumentParser:
     talk.add_argument("--seed", type=int, default=None, help="sample, repeatably")
     _add_model_option(talk)
     talk.set_defaults(run=_chat)
+
+    server = commands.add_parser(
+        "serve", help="serve the model with OpenAI's Chat Completions API (for the openai client)"
+    )
+    server.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    server.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    server.add_argument("--api-key", default=None, help="require this key (visible in the process list: prefer --api-key-env)")
+    server.add_argument(
+        "--api-key-env", default=None, metavar="VARIABLE", help="require the key stored in this environment variable"
+    )
+    server.add_argument("--max-tokens-limit", type=int, default=512, help="largest max_tokens, and the default")
+    server.add_argument(
+        "--rate-limit", type=int, default=None, metavar="N", help="answer 429 beyond N requests per minute"
+    )
+    _add_model_option(server)
+    server.set_defaults(run=_serve)
     return parser
 
 

@@ -29,6 +29,7 @@ from .lm import LanguageModel, as_language_model
 from .processors import check_sampling_args, warp
 
 __all__ = [
+    "LogitsProcessor",
     "Candidate",
     "Step",
     "BeamCandidate",
@@ -41,6 +42,9 @@ __all__ = [
 ]
 
 Prompt = str | Sequence[int] | torch.Tensor
+#: A step's extra rule on the scores: ``(generated_ids, logits) -> logits``,
+#: as transformers' ``LogitsProcessor`` (e.g. :func:`~llmsforme.processors.penalize`).
+LogitsProcessor = Callable[[Sequence[int], torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -196,29 +200,53 @@ def _one_sequence(
     trace: bool,
     trace_top: int,
     on_token: Callable[[int], None] | None,
+    logits_processors: Sequence[LogitsProcessor] = (),
+    on_step: Callable[[int, torch.Tensor], bool | None] | None = None,
 ) -> Generation:
     """The autoregressive loop shared by greedy and sampling.
 
     ``pick(logits) -> (scores, token)`` chooses the next token from the
-    float32 logits of the last position; ``on_token`` sees each token as soon
-    as it is chosen (for streaming).
+    float32 logits of the last position, after ``logits_processors``;
+    ``on_token`` sees each token as soon as it is chosen (for streaming);
+    ``on_step`` also sees the model's own logits and may end the loop.
     """
     logits, cache = lm.start(torch.tensor([prompt_ids]))
     generated: list[int] = []
     log_probability = 0.0
     steps: list[Step] = []
     for _ in range(max_new_tokens):
-        scores, token = pick(logits[0])
+        processed = logits[0]
+        for process in logits_processors:
+            processed = process(generated, processed)
+        scores, token = pick(processed)
         log_probability += float(torch.log_softmax(logits[0], dim=-1)[token])
         if trace:
             steps.append(_step_trace(lm, logits[0], scores, token, trace_top))
         generated.append(token)
         if on_token is not None:
             on_token(token)
+        if on_step is not None and on_step(token, logits[0]):
+            break  # the caller has what it needs (a stop string, a client gone)
         if token in eos or len(generated) == max_new_tokens:
             break
         logits, cache = lm.advance(cache, torch.tensor([token]))
     return _finish(lm, prompt_ids, [generated], [log_probability], steps if trace else None, eos)
+
+
+def _check_step_hooks(
+    logits_processors: Sequence[LogitsProcessor], on_step: Callable[..., Any] | None
+) -> tuple[LogitsProcessor, ...]:
+    if isinstance(logits_processors, (str, bytes)) or not isinstance(logits_processors, Sequence):
+        raise TypeError(
+            "logits_processors must be a sequence of functions (generated_ids, logits) -> logits, "
+            f"got {type(logits_processors).__name__}"
+        )
+    for index, process in enumerate(logits_processors):
+        if not callable(process):
+            raise TypeError(f"logits_processors[{index}] must be a function, got {type(process).__name__}")
+    if on_step is not None and not callable(on_step):
+        raise TypeError(f"on_step must be a function (token_id, logits) -> bool, got {type(on_step).__name__}")
+    return tuple(logits_processors)
 
 
 def greedy(
@@ -231,6 +259,8 @@ def greedy(
     trace: bool = False,
     trace_top: int = 5,
     on_token: Callable[[int], None] | None = None,
+    logits_processors: Sequence[LogitsProcessor] = (),
+    on_step: Callable[[int, torch.Tensor], bool | None] | None = None,
 ) -> Generation:
     """Greedy decoding: at every step take the single most likely token.
 
@@ -242,6 +272,12 @@ def greedy(
         eos_token_id: token id(s) that end the text (default: the model's).
         trace: record the ``trace_top`` best candidates of every step.
         on_token: called with each token id as soon as it is chosen (streaming).
+        logits_processors: functions ``(generated_ids, logits) -> logits``
+            applied in order to the model's logits before the choice (e.g.
+            the repetition penalties of :func:`~llmsforme.processors.penalize`).
+        on_step: called with each chosen token id and the model's own logits
+            of that step (before any processor); if it returns ``True`` the
+            generation ends there (a stop string was seen, the reader left).
 
     Example:
         >>> from llmsforme.lm import ToyModel
@@ -250,6 +286,8 @@ def greedy(
         ...                 "the meadow": {"where": 0.9, "and": 0.1}})
         >>> greedy(toy, "the").text
         'plain which'
+        >>> greedy(toy, "the", on_step=lambda token, logits: True).text  # stop after one
+        'plain'
 
     Taught in: [Greedy and beam search](../part-1/greedy-and-beam-search.ipynb).
     """
@@ -258,10 +296,13 @@ def greedy(
     max_new_tokens = _check_int("max_new_tokens", max_new_tokens, 1)
     trace_top = _check_int("trace_top", trace_top, 1)
 
+    processors = _check_step_hooks(logits_processors, on_step)
+
     def pick(logits: torch.Tensor) -> tuple[torch.Tensor, int]:
         return logits, int(torch.argmax(logits))
 
-    return _one_sequence(lm, prompt_ids, max_new_tokens, _eos_ids(lm, eos_token_id), pick, trace, trace_top, on_token)
+    eos = _eos_ids(lm, eos_token_id)
+    return _one_sequence(lm, prompt_ids, max_new_tokens, eos, pick, trace, trace_top, on_token, processors, on_step)
 
 
 def sample(
@@ -278,6 +319,8 @@ def sample(
     trace: bool = False,
     trace_top: int = 5,
     on_token: Callable[[int], None] | None = None,
+    logits_processors: Sequence[LogitsProcessor] = (),
+    on_step: Callable[[int, torch.Tensor], bool | None] | None = None,
 ) -> Generation:
     """Sampling: draw each token at random from the reshaped distribution.
 
@@ -300,6 +343,8 @@ def sample(
         top_k: keep the k most likely tokens (0 = off).
         top_p: keep the smallest set of tokens whose mass reaches p, in (0, 1].
         seed: if given, ``torch.manual_seed(seed)`` first, for repeatable draws.
+        logits_processors, on_step: as for :func:`greedy`; the processors
+            run before temperature, top-k and top-p.
 
     Example:
         >>> from llmsforme.lm import ToyModel
@@ -315,6 +360,8 @@ def sample(
     temperature, top_k, top_p = check_sampling_args(temperature, top_k, top_p)
     max_new_tokens = _check_int("max_new_tokens", max_new_tokens, 1)
     trace_top = _check_int("trace_top", trace_top, 1)
+    processors = _check_step_hooks(logits_processors, on_step)
+    eos = _eos_ids(lm, eos_token_id)
     if seed is not None:
         torch.manual_seed(_check_int("seed", seed, 0))
 
@@ -323,7 +370,7 @@ def sample(
         token = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1)
         return scores[0], int(token)
 
-    return _one_sequence(lm, prompt_ids, max_new_tokens, _eos_ids(lm, eos_token_id), pick, trace, trace_top, on_token)
+    return _one_sequence(lm, prompt_ids, max_new_tokens, eos, pick, trace, trace_top, on_token, processors, on_step)
 
 
 # --- beam search ----------------------------------------------------------------------

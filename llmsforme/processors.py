@@ -15,11 +15,20 @@ Taught in: [Temperature](../part-1/temperature.ipynb) and
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from numbers import Integral, Real
 
 import torch
 
-__all__ = ["scale_temperature", "filter_top_k", "filter_top_p", "filter_min_p", "warp", "check_sampling_args"]
+__all__ = [
+    "scale_temperature",
+    "filter_top_k",
+    "filter_top_p",
+    "filter_min_p",
+    "penalize",
+    "warp",
+    "check_sampling_args",
+]
 
 
 def _check_temperature(value: object) -> float:
@@ -128,6 +137,53 @@ def filter_min_p(scores: torch.Tensor, p: float) -> torch.Tensor:
     remove = probs < p * probs.amax(dim=-1, keepdim=True)
     remove.scatter_(-1, torch.argmax(probs, dim=-1, keepdim=True), False)
     return scores.masked_fill(remove, -math.inf)
+
+
+def _check_penalty(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a number in [-2, 2], got {type(value).__name__}")
+    value = float(value)
+    if not -2.0 <= value <= 2.0:
+        raise ValueError(f"{name} must be in [-2, 2], got {value}")
+    return value
+
+
+def penalize(
+    generated_ids: Sequence[int],
+    scores: torch.Tensor,
+    *,
+    presence_penalty: float = 0.0,
+    frequency_penalty: float = 0.0,
+) -> torch.Tensor:
+    """OpenAI's repetition penalties: lower the logits of tokens already generated.
+
+    For a token generated ``c`` times so far, the logit drops by
+    ``c * frequency_penalty + (c > 0) * presence_penalty`` (the formula of
+    OpenAI's API reference). The presence penalty is paid once, whatever
+    the count: it nudges towards *new* tokens. The frequency penalty grows
+    with each repeat: it curbs loops. Negative values encourage repeats.
+    Both lie in [-2, 2]; only the generated tokens count, not the prompt.
+
+    The signature ``(generated_ids, scores)`` is that of a decoding step's
+    ``logits_processors`` (see :func:`~llmsforme.decoding.greedy`); bind the
+    penalties with :func:`functools.partial`.
+
+    Example:
+        >>> penalize([0, 0, 2], torch.zeros(4), presence_penalty=0.5, frequency_penalty=0.25)
+        tensor([-1.0000,  0.0000, -0.7500,  0.0000])
+
+    Taught in: [Parameters](../part-3/parameters.ipynb).
+    """
+    presence = _check_penalty("presence_penalty", presence_penalty)
+    frequency = _check_penalty("frequency_penalty", frequency_penalty)
+    if not generated_ids or (presence == 0.0 and frequency == 0.0):
+        return scores
+    vocab = scores.size(-1)
+    ids = torch.as_tensor(list(generated_ids), dtype=torch.long)
+    if bool(((ids < 0) | (ids >= vocab)).any()):
+        raise ValueError(f"generated_ids must be token ids in [0, {vocab})")
+    counts = torch.bincount(ids, minlength=vocab).to(scores.dtype)
+    return scores - counts * frequency - (counts > 0).to(scores.dtype) * presence
 
 
 def warp(

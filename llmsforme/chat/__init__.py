@@ -10,7 +10,7 @@ Taught in: [Message roles](../part-1/message-roles.ipynb),
 """
 
 from .guard import RoleInjectionError, find_special_tokens
-from .loop import TextStream, chat, detect_template
+from .loop import ChatPrompt, TextStream, chat, chat_prompt, detect_template
 from .messages import Message, Role, validate_messages
 from .registry import TEMPLATES, ChatTemplate, get_template
 from .render import render_chat
@@ -19,12 +19,14 @@ from .training import training_example, training_html, training_rows
 
 __all__ = [
     "TEMPLATES",
+    "ChatPrompt",
     "ChatTemplate",
     "Message",
     "Role",
     "RoleInjectionError",
     "TextStream",
     "chat",
+    "chat_prompt",
     "detect_template",
     "encode_chat",
     "find_special_tokens",

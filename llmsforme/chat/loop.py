@@ -10,6 +10,7 @@ Taught in: [Chat templates](../part-1/chat-templates.ipynb).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .. import decoding
@@ -18,7 +19,7 @@ from .guard import OnSpecialTokens
 from .registry import ChatTemplate, get_template
 from .tokens import encode_chat
 
-__all__ = ["chat", "detect_template", "TextStream"]
+__all__ = ["chat", "chat_prompt", "ChatPrompt", "detect_template", "TextStream"]
 
 STRATEGIES: dict[str, Callable[..., decoding.Generation]] = {
     "greedy": decoding.greedy,
@@ -100,6 +101,56 @@ class TextStream:
         self._emit(final=True)
 
 
+@dataclass(frozen=True)
+class ChatPrompt:
+    """A conversation ready for a decoding strategy.
+
+    ``ids`` are the prompt's token ids (the rendered conversation and the
+    generation prompt); ``end_of_turn`` is the id of the template's token
+    that ends the reply.
+    """
+
+    ids: list[int]
+    end_of_turn: int
+    template: ChatTemplate
+
+    def stop_ids(self, lm: Any) -> tuple[int, ...]:
+        """The tokens that end the reply: the end of turn, then the model's own end tokens."""
+        return (self.end_of_turn, *(i for i in lm.eos_token_ids if i != self.end_of_turn))
+
+
+def chat_prompt(
+    tokenizer: Any,
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    template: str | ChatTemplate | None = None,
+    on_special_tokens: OnSpecialTokens = "error",
+) -> ChatPrompt:
+    """Validate and encode a conversation for the next reply; say which tokens end it.
+
+    This is the first half of :func:`chat`, for callers that run the
+    strategy themselves (the course's server counts, streams and stops
+    tokens on its own).
+
+    Example:
+        >>> from llmsforme import load_model
+        >>> model, tokenizer = load_model()
+        >>> prompt = chat_prompt(tokenizer, [{"role": "user", "content": "Hi!"}])
+        >>> prompt.end_of_turn, tokenizer.convert_ids_to_tokens(prompt.end_of_turn)
+        (2, '<|im_end|>')
+
+    Taught in: [Messages and roles](../part-3/messages.ipynb).
+    """
+    spec = get_template(detect_template(tokenizer) if template is None else template)
+    ids = encode_chat(tokenizer, messages, spec, add_generation_prompt=True, on_special_tokens=on_special_tokens)
+    end_of_turn = tokenizer.convert_tokens_to_ids(spec.end_of_turn)
+    if end_of_turn is None or tokenizer.convert_ids_to_tokens(end_of_turn) != spec.end_of_turn:
+        raise ValueError(
+            f"template {spec.name!r} does not fit this tokenizer: it has no {spec.end_of_turn!r} token to stop at"
+        )
+    return ChatPrompt(ids, int(end_of_turn), spec)
+
+
 def chat(
     model: Any,
     tokenizer: Any,
@@ -152,18 +203,10 @@ def chat(
         raise TypeError(f"on_text must be a function of one string, got {type(on_text).__name__}")
     if on_text is not None and strategy == "beam_search":
         raise ValueError("on_text streams one sequence as it is generated: use strategy 'greedy' or 'sample'")
-    spec = get_template(detect_template(tokenizer) if template is None else template)
-    prompt_ids = encode_chat(tokenizer, messages, spec, add_generation_prompt=True, on_special_tokens=on_special_tokens)
+    prompt = chat_prompt(tokenizer, messages, template=template, on_special_tokens=on_special_tokens)
     lm = as_language_model(model, tokenizer)
-    end_of_turn = tokenizer.convert_tokens_to_ids(spec.end_of_turn)
-    if end_of_turn is None or tokenizer.convert_ids_to_tokens(end_of_turn) != spec.end_of_turn:
-        raise ValueError(
-            f"template {spec.name!r} does not fit this tokenizer: it has no {spec.end_of_turn!r} token to stop at"
-        )
     # Stop at the end of the turn, and at the model's own end tokens too.
-    stop = decoding_options.setdefault(
-        "eos_token_id", (end_of_turn, *(i for i in lm.eos_token_ids if i != end_of_turn))
-    )
+    stop = decoding_options.setdefault("eos_token_id", prompt.stop_ids(lm))
     stop_ids = (stop,) if isinstance(stop, int) else tuple(stop)
 
     stream = TextStream(lm.decode, on_text) if on_text is not None else None
@@ -177,7 +220,7 @@ def chat(
                 stream.add(token_id)
 
         decoding_options["on_token"] = on_token
-    generation = STRATEGIES[strategy](lm, prompt_ids, max_new_tokens=max_new_tokens, **decoding_options)
+    generation = STRATEGIES[strategy](lm, prompt.ids, max_new_tokens=max_new_tokens, **decoding_options)
     reply_ids = generation.token_ids
     if reply_ids and reply_ids[-1] in stop_ids:
         reply_ids = reply_ids[:-1]

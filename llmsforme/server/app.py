@@ -1,0 +1,346 @@
+"""The web application: FastAPI routes for OpenAI's API, keys, limits and errors.
+
+:func:`create_app` wires the :class:`~llmsforme.server.engine.Engine` to
+``GET /v1/models`` and ``POST /v1/chat/completions`` (plain, or streamed
+as server-sent events). Around the routes it checks the API key, applies
+the optional rate limit, refuses bodies that are too large, and turns
+every failure into OpenAI's error shape. It logs one line per request,
+with counts and times but never the messages.
+
+Taught in: [Your first call](../part-3/first-call.ipynb),
+[Errors, retries and limits](../part-3/errors.ipynb),
+[Security for API apps](../part-3/security.ipynb).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import math
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException
+
+from .engine import Delta, Engine, Finish
+from .errors import SERVER_ERROR_MESSAGE, APIError
+from .openai_api import MODEL_ID, chat_messages, chunk, completion, parse_request, settings_for
+
+__all__ = ["create_app", "RateLimit", "MAX_BODY_BYTES", "DEFAULT_MAX_TOKENS"]
+
+log = logging.getLogger("llmsforme.server")
+
+#: Largest request body accepted, in bytes (a prompt that long would not fit the model anyway).
+MAX_BODY_BYTES = 1_000_000
+#: Default for ``--max-tokens-limit``: the longest reply, and the default ``max_tokens``.
+DEFAULT_MAX_TOKENS = 512
+
+
+class RateLimit:
+    """At most ``requests`` requests in any ``window`` seconds (a sliding window).
+
+    Example:
+        >>> limit = RateLimit(2, window=60)
+        >>> [limit.wait(now=t) for t in (0, 1, 2)]  # the third waits for the first to expire
+        [0.0, 0.0, 58.0]
+    """
+
+    def __init__(self, requests: int, window: float = 60.0) -> None:
+        if isinstance(requests, bool) or not isinstance(requests, int) or requests < 1:
+            raise ValueError(f"rate limit must be an int >= 1 request per window, got {requests!r}")
+        if not (isinstance(window, (int, float)) and math.isfinite(window) and window > 0):
+            raise ValueError(f"rate limit window must be a number of seconds > 0, got {window!r}")
+        self.requests = requests
+        self.window = float(window)
+        self._times: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def wait(self, now: float | None = None) -> float:
+        """Seconds to wait before this request is allowed (0: allowed, and counted)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            while self._times and self._times[0] <= now - self.window:
+                self._times.popleft()
+            if len(self._times) < self.requests:
+                self._times.append(now)
+                return 0.0
+            return self._times[0] + self.window - now
+
+    def remaining(self) -> int:
+        with self._lock:
+            return self.requests - len(self._times)
+
+
+def _fingerprint() -> str:
+    """Names the software that generated: same fingerprint, same code and versions."""
+    from importlib import metadata
+
+    import torch
+    import transformers
+
+    try:
+        version = metadata.version("llmsforme")
+    except metadata.PackageNotFoundError:
+        version = "0+unknown"
+    stack = f"llmsforme {version}, torch {torch.__version__}, transformers {transformers.__version__}"
+    return "fp_" + hashlib.sha256(stack.encode()).hexdigest()[:10]
+
+
+def _error_response(error: APIError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+
+def create_app(
+    engine: Engine,
+    *,
+    api_key: str | None = None,
+    max_tokens_limit: int = DEFAULT_MAX_TOKENS,
+    rate_limit: RateLimit | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> FastAPI:
+    """The FastAPI application of the course's OpenAI-compatible server.
+
+    Args:
+        engine: generates the replies (see :class:`~llmsforme.server.engine.Engine`).
+        api_key: if given, every request must send ``Authorization: Bearer <api_key>``.
+        max_tokens_limit: the largest ``max_tokens`` a request may ask, and
+            the default when it asks none.
+        rate_limit: answer 429, with ``Retry-After``, beyond this many requests.
+        max_body_bytes: answer 413 to a larger request body.
+
+    Example:
+        >>> from llmsforme import load_model
+        >>> app = create_app(Engine(*load_model()))
+        >>> sorted(route.path for route in app.routes if route.path.startswith("/v1"))
+        ['/v1/chat/completions', '/v1/models', '/v1/models/{model_id}']
+    """
+    if api_key is not None and (not isinstance(api_key, str) or not api_key.strip()):
+        raise ValueError("api_key must be a non-empty string, or None for no key")
+    if isinstance(max_tokens_limit, bool) or not isinstance(max_tokens_limit, int) or max_tokens_limit < 1:
+        raise ValueError(f"max_tokens_limit must be an int >= 1, got {max_tokens_limit!r}")
+    if rate_limit is not None and not isinstance(rate_limit, RateLimit):
+        raise TypeError(f"rate_limit must be a RateLimit or None, got {type(rate_limit).__name__}")
+
+    app = FastAPI(title="llmsforme: an OpenAI-compatible server for the course model", docs_url=None, redoc_url=None)
+    app.state.engine = engine
+    fingerprint = _fingerprint()
+    started = int(time.time())
+
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, error: APIError) -> JSONResponse:
+        return _error_response(error)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        message = {404: "No such route", 405: "Method not allowed on this route"}.get(error.status_code, error.detail)
+        return _error_response(APIError(error.status_code, f"{message}: {request.method} {request.url.path}"))
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, error: Exception) -> JSONResponse:
+        log.exception("request failed: %s %s", request.method, request.url.path)
+        return _error_response(APIError(500, SERVER_ERROR_MESSAGE, type="server_error"))
+
+    def check_key(request: Request) -> None:
+        if api_key is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not given.strip():
+            raise APIError(
+                401,
+                "No API key was sent. Send it as 'Authorization: Bearer <key>' "
+                "(the openai client does this from api_key or OPENAI_API_KEY).",
+                code="invalid_api_key",
+            )
+        if not hmac.compare_digest(given.strip().encode(), api_key.encode()):
+            raise APIError(401, "The API key sent is not this server's key.", code="invalid_api_key")
+
+    def rate_headers(wait: float = 0.0) -> dict[str, str]:
+        if rate_limit is None:
+            return {}
+        return {
+            "x-ratelimit-limit-requests": str(rate_limit.requests),
+            "x-ratelimit-remaining-requests": str(max(0, rate_limit.remaining())),
+            "x-ratelimit-reset-requests": f"{wait:.3f}s",
+        }
+
+    def check_rate() -> None:
+        if rate_limit is None:
+            return
+        wait = rate_limit.wait()
+        if wait > 0:
+            headers = {**rate_headers(wait), "retry-after": str(math.ceil(wait)), "retry-after-ms": str(math.ceil(wait * 1000))}
+            raise APIError(
+                429,
+                f"Rate limit reached: {rate_limit.requests} requests per {rate_limit.window:g} s. "
+                f"Try again in {wait:.1f} s.",
+                type="requests",
+                code="rate_limit_exceeded",
+                headers=headers,
+            )
+
+    def model_card() -> dict[str, Any]:
+        return {"id": MODEL_ID, "object": "model", "created": started, "owned_by": "llmsforme"}
+
+    @app.get("/v1/models")
+    async def list_models(request: Request) -> dict[str, Any]:
+        check_key(request)
+        return {"object": "list", "data": [model_card()]}
+
+    @app.get("/v1/models/{model_id}")
+    async def retrieve_model(model_id: str, request: Request) -> dict[str, Any]:
+        check_key(request)
+        if model_id != MODEL_ID:
+            raise _unknown_model(model_id)
+        return model_card()
+
+    async def read_body(request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        too_large = APIError(
+            413, f"The request body is larger than {max_body_bytes} bytes.", code="request_too_large"
+        )
+        if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
+            raise too_large
+        body = bytearray()
+        async for piece in request.stream():
+            body.extend(piece)
+            if len(body) > max_body_bytes:
+                raise too_large
+        return bytes(body)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Any:
+        began = time.perf_counter()
+        check_key(request)
+        check_rate()
+        body = parse_request(await read_body(request))
+        if body.model != MODEL_ID:
+            raise _unknown_model(body.model)
+        messages = chat_messages(body.messages)
+        try:
+            prompt = engine.prompt(messages)
+        except (ValueError, TypeError) as error:
+            raise APIError.bad_request(str(error), param="messages") from None
+        settings = settings_for(body, len(prompt.ids), max_tokens_limit, engine.context_window)
+        request_id = "chatcmpl-" + uuid.uuid4().hex
+        created = int(time.time())
+        cancelled = threading.Event()
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Delta | Finish | BaseException | None] = asyncio.Queue()
+
+        def emit(event: Delta | Finish) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
+        future = engine.submit(prompt, settings, emit, cancelled=cancelled, request_id=request_id)
+
+        def finished(done: Any) -> None:  # None marks the end; an exception, a failure
+            failure = RuntimeError("the server is stopping") if done.cancelled() else done.exception()
+            loop.call_soon_threadsafe(events.put_nowait, failure)
+
+        future.add_done_callback(finished)
+
+        def log_line(status: str, completion_tokens: int) -> None:
+            log.info(
+                "%s %s n=%d prompt_tokens=%d completion_tokens=%d %.2fs",
+                request_id, status, settings.n, len(prompt.ids), completion_tokens, time.perf_counter() - began,
+            )
+
+        if not body.stream:
+            collected: list[Delta | Finish] = []
+            while True:
+                try:
+                    event = await asyncio.wait_for(events.get(), timeout=0.5)
+                except TimeoutError:
+                    if await request.is_disconnected():
+                        cancelled.set()
+                        log_line("cancelled", 0)
+                        return JSONResponse({}, status_code=499)
+                    continue
+                if isinstance(event, BaseException):
+                    raise event
+                if event is None:
+                    break
+                collected.append(event)
+            result = completion(
+                request_id, created, fingerprint, collected, settings.n, len(prompt.ids), settings.logprobs
+            )
+            log_line("ok", result["usage"]["completion_tokens"])
+            return JSONResponse(result, headers=rate_headers())
+
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+        def sse(data: dict[str, Any]) -> str:
+            return "data: " + json.dumps(data, ensure_ascii=False) + "\n\n"
+
+        async def stream() -> AsyncIterator[str]:
+            ids = (request_id, created, fingerprint)
+            total = 0
+            status = "cancelled"
+            try:
+                started_choices: set[int] = set()
+                while True:
+                    event = await events.get()
+                    if event is None:
+                        break
+                    if isinstance(event, BaseException):
+                        log.error("request %s failed", request_id, exc_info=event)
+                        status = "failed"
+                        yield sse(APIError(500, SERVER_ERROR_MESSAGE, type="server_error").body())
+                        return
+                    if event.index not in started_choices:  # the first chunk of a choice names the role
+                        started_choices.add(event.index)
+                        first = {"role": "assistant", "content": "", "refusal": None}
+                        yield sse(chunk(*ids, index=event.index, delta=first, include_usage=include_usage))
+                    if isinstance(event, Delta):
+                        yield sse(
+                            chunk(
+                                *ids,
+                                index=event.index,
+                                delta={"content": event.text},
+                                logprobs=event.logprobs if settings.logprobs else None,
+                                include_usage=include_usage,
+                            )
+                        )
+                    else:
+                        total += event.completion_tokens
+                        yield sse(
+                            chunk(
+                                *ids,
+                                index=event.index,
+                                logprobs=event.logprobs if settings.logprobs else None,
+                                finish_reason=event.finish_reason,  # type: ignore[arg-type]
+                                include_usage=include_usage,
+                            )
+                        )
+                if include_usage:
+                    yield sse(chunk(*ids, usage=(len(prompt.ids), total)))
+                yield "data: [DONE]\n\n"
+                status = "ok"
+            finally:
+                # Reached at the end, and also when the client goes away mid-stream:
+                # the generation then stops at its next token.
+                cancelled.set()
+                log_line(status, total)
+
+        headers = {"cache-control": "no-cache", "x-accel-buffering": "no", **rate_headers()}
+        return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+    return app
+
+
+def _unknown_model(name: str) -> APIError:
+    return APIError(
+        404,
+        f"The model {name!r} does not exist on this server: it serves {MODEL_ID!r}.",
+        param="model",
+        code="model_not_found",
+    )

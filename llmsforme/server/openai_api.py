@@ -1,0 +1,343 @@
+"""OpenAI's Chat Completions API over the engine: requests in, responses and chunks out.
+
+:class:`ChatCompletionRequest` says which parameters the server honours and
+their ranges (OpenAI's, narrowed where a CPU needs it: ``n`` at most
+:data:`MAX_N`). A parameter of OpenAI's API that the server does not
+implement is refused by name, never ignored. :func:`settings_for` turns a
+valid request into the engine's :class:`~llmsforme.server.engine.Settings`;
+:func:`completion` and :func:`chunk` build the JSON that OpenAI's clients
+parse.
+
+Taught in: [Your first call](../part-3/first-call.ipynb),
+[Parameters](../part-3/parameters.ipynb).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .engine import Delta, Finish, Settings, TokenLogprob
+from .errors import APIError
+
+__all__ = [
+    "MODEL_ID",
+    "MAX_N",
+    "UNSUPPORTED",
+    "ChatCompletionRequest",
+    "parse_request",
+    "chat_messages",
+    "settings_for",
+    "completion",
+    "chunk",
+    "logprobs_json",
+]
+
+#: The name clients use for the course model.
+MODEL_ID = "smollm2-135m-instruct"
+#: Most replies per request (OpenAI allows 128; on a CPU each costs a full generation).
+MAX_N = 8
+
+#: Parameters of OpenAI's API that this server refuses, and why.
+UNSUPPORTED = {
+    "tools": "the course model was not trained to call tools",
+    "tool_choice": "the course model was not trained to call tools",
+    "parallel_tool_calls": "the course model was not trained to call tools",
+    "functions": "the course model was not trained to call functions",
+    "function_call": "the course model was not trained to call functions",
+    "response_format": "structured output (JSON mode, JSON schemas) is not implemented",
+    "logit_bias": "logit_bias is not implemented",
+    "audio": "the course model reads and writes text only",
+    "modalities": "the course model reads and writes text only",
+    "prediction": "predicted outputs are not implemented",
+    "reasoning_effort": "the course model is not a reasoning model",
+    "verbosity": "the course model has no verbosity setting",
+    "web_search_options": "the server has no web search",
+    "service_tier": "the server has a single tier",
+    "store": "the server stores no completions",
+    "metadata": "the server stores no completions, so it keeps no metadata",
+    "user": "the server keeps no per-user records",
+    "safety_identifier": "the server keeps no per-user records",
+    "prompt_cache_key": "the server has no prompt cache",
+    "prompt_cache_retention": "the server has no prompt cache",
+    "prompt_cache_options": "the server has no prompt cache",
+    "moderation": "the server has no moderation endpoint",
+}
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    include_usage: bool | None = None
+
+
+class ChatCompletionRequest(BaseModel):
+    """The body of ``POST /v1/chat/completions``: what the server honours, with its ranges."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    model: str
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    n: int | None = Field(default=None, ge=1, le=MAX_N)
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    stop: str | list[str] | None = None
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+
+
+def _param(location: tuple[Any, ...]) -> str:
+    """``("messages", 0, "role")`` -> ``"messages[0].role"``."""
+    name = ""
+    for part in location:
+        name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
+    return name
+
+
+def parse_request(body: bytes) -> ChatCompletionRequest:
+    """Parse and check a request body; raise :class:`APIError` (400) naming the bad parameter.
+
+    Example:
+        >>> parse_request(b'{"model": "m", "messages": [{}], "temperature": 3}')
+        Traceback (most recent call last):
+        ...
+        llmsforme.server.errors.APIError: Invalid 'temperature': Input should be less than or equal to 2 (got 3).
+    """
+    try:
+        return ChatCompletionRequest.model_validate_json(body)
+    except ValidationError as errors:
+        error = errors.errors(include_url=False)[0]
+        location = tuple(error["loc"])
+        if error["type"] == "json_invalid":
+            raise APIError.bad_request(
+                "The body is not valid JSON: send a JSON object with 'model' and 'messages'."
+            ) from None
+        if error["type"] == "model_type" and not location:
+            raise APIError.bad_request("The body must be a JSON object with 'model' and 'messages'.") from None
+        # A union (stop: str | list[str]) reports its members' errors: name the field.
+        location = tuple(part for part in location if part not in ("str", "list[str]"))
+        param = _param(location)
+        if error["type"] == "extra_forbidden":
+            name = str(location[-1])
+            if len(location) == 1 and name in UNSUPPORTED:
+                raise APIError.bad_request(
+                    f"'{name}' is not supported by this server: {UNSUPPORTED[name]}.", param=name
+                ) from None
+            raise APIError.bad_request(f"Unknown parameter '{param}'.", param=param) from None
+        if error["type"] == "missing":
+            raise APIError.bad_request(f"Missing required parameter '{param}'.", param=param) from None
+        got = json.dumps(error.get("input"))
+        got = got if len(got) <= 60 else got[:57] + "..."
+        raise APIError.bad_request(f"Invalid '{param}': {error['msg']} (got {got}).", param=param) from None
+
+
+def _text_content(index: int, content: Any) -> str:
+    """A message's content: a string, or OpenAI's list of text parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for position, part in enumerate(content):
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise APIError.bad_request(
+                    f"messages[{index}].content[{position}] is a {kind!r} part: the course model reads text only.",
+                    param=f"messages[{index}].content[{position}]",
+                )
+            if set(part) - {"type", "text"}:
+                raise APIError.bad_request(
+                    f"messages[{index}].content[{position}] has unknown keys: {sorted(set(part) - {'type', 'text'})}.",
+                    param=f"messages[{index}].content[{position}]",
+                )
+            texts.append(part["text"])
+        return "\n".join(texts)
+    raise APIError.bad_request(
+        f"messages[{index}].content must be a string or a list of text parts.", param=f"messages[{index}].content"
+    )
+
+
+def chat_messages(raw: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """OpenAI's messages as the package's ``{"role", "content"}`` dicts.
+
+    ``developer`` (OpenAI's newer name for instructions) becomes ``system``;
+    text parts are joined with newlines; tool messages and images are
+    refused. The package's :func:`~llmsforme.chat.validate_messages` checks
+    the rest (roles, order).
+
+    Example:
+        >>> chat_messages([{"role": "developer", "content": [{"type": "text", "text": "Be brief."}]}])
+        [{'role': 'system', 'content': 'Be brief.'}]
+    """
+    messages = []
+    for index, message in enumerate(raw):
+        extra = set(message) - {"role", "content"}
+        if extra:
+            name = sorted(extra)[0]
+            reason = "tool calls are not supported" if "tool" in name else "the chat template has no place for it"
+            raise APIError.bad_request(
+                f"messages[{index}].{name} is not supported: {reason}.", param=f"messages[{index}].{name}"
+            )
+        role = message.get("role")
+        if role in ("tool", "function"):
+            raise APIError.bad_request(
+                f"messages[{index}] has role {role!r}: tool calls are not supported.", param=f"messages[{index}].role"
+            )
+        if role == "developer":
+            role = "system"
+        if "content" not in message or message["content"] is None:
+            raise APIError.bad_request(f"messages[{index}] has no content.", param=f"messages[{index}].content")
+        messages.append({"role": role, "content": _text_content(index, message["content"])})
+    return messages
+
+
+def settings_for(request: ChatCompletionRequest, prompt_tokens: int, limit: int, context_window: int) -> Settings:
+    """The engine's settings for a valid request, after the limits that depend on the prompt.
+
+    ``limit`` is the server's largest ``max_tokens`` (and its default);
+    the prompt and the reply together must fit in ``context_window`` tokens.
+    """
+    if request.max_tokens is not None and request.max_completion_tokens is not None:
+        if request.max_tokens != request.max_completion_tokens:
+            raise APIError.bad_request(
+                "Give max_completion_tokens or max_tokens, not both: max_tokens is its older name.",
+                param="max_tokens",
+            )
+    asked = request.max_completion_tokens or request.max_tokens
+    param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
+    if asked is not None and asked > limit:
+        raise APIError.bad_request(f"{param} must be at most {limit} on this server, got {asked}.", param=param)
+    room = context_window - prompt_tokens
+    if room < 1 or (asked is not None and asked > room):
+        raise APIError.bad_request(
+            f"This model's context window is {context_window} tokens. The messages take {prompt_tokens} tokens "
+            f"and the reply needs {asked or 1} more. Shorten the messages or lower {param}.",
+            param="messages",
+            code="context_length_exceeded",
+        )
+    stop = request.stop if request.stop is not None else []
+    stop = [stop] if isinstance(stop, str) else stop
+    if len(stop) > 4 or any(not s for s in stop):
+        raise APIError.bad_request("stop must be a non-empty string or a list of up to 4 of them.", param="stop")
+    if request.top_logprobs is not None and not request.logprobs:
+        raise APIError.bad_request("top_logprobs needs logprobs set to true.", param="top_logprobs")
+    if request.stream_options is not None and not request.stream:
+        raise APIError.bad_request("stream_options is only allowed with stream set to true.", param="stream_options")
+    return Settings(
+        max_tokens=asked or min(limit, room),
+        temperature=1.0 if request.temperature is None else request.temperature,
+        top_p=1.0 if request.top_p is None else request.top_p,
+        n=request.n or 1,
+        seed=request.seed,
+        stop=tuple(stop),
+        logprobs=bool(request.logprobs),
+        top_logprobs=request.top_logprobs or 0,
+        presence_penalty=request.presence_penalty or 0.0,
+        frequency_penalty=request.frequency_penalty or 0.0,
+    )
+
+
+def logprobs_json(entries: list[TokenLogprob]) -> dict[str, Any]:
+    """A choice's ``logprobs`` field."""
+    return {
+        "content": [
+            {
+                "token": entry.token,
+                "logprob": entry.logprob,
+                "bytes": entry.bytes,
+                "top_logprobs": [{"token": t, "logprob": lp, "bytes": b} for t, lp, b in entry.top],
+            }
+            for entry in entries
+        ],
+        "refusal": None,
+    }
+
+
+def _header(kind: str, request_id: str, created: int, fingerprint: str) -> dict[str, Any]:
+    return {"id": request_id, "object": kind, "created": created, "model": MODEL_ID, "system_fingerprint": fingerprint}
+
+
+def completion(
+    request_id: str,
+    created: int,
+    fingerprint: str,
+    events: list[Delta | Finish],
+    n: int,
+    prompt_tokens: int,
+    logprobs: bool,
+) -> dict[str, Any]:
+    """A whole ``chat.completion`` from the engine's events."""
+    texts = [""] * n
+    entries: list[list[TokenLogprob]] = [[] for _ in range(n)]
+    finish: list[str] = ["length"] * n
+    completion_tokens = 0
+    for event in events:
+        entries[event.index].extend(event.logprobs)
+        if isinstance(event, Delta):
+            texts[event.index] += event.text
+        else:
+            finish[event.index] = event.finish_reason
+            completion_tokens += event.completion_tokens
+    choices = [
+        {
+            "index": i,
+            "message": {"role": "assistant", "content": texts[i], "refusal": None},
+            "logprobs": logprobs_json(entries[i]) if logprobs else None,
+            "finish_reason": finish[i],
+        }
+        for i in range(n)
+    ]
+    return {
+        **_header("chat.completion", request_id, created, fingerprint),
+        "choices": choices,
+        "usage": _usage(prompt_tokens, completion_tokens),
+    }
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def chunk(
+    request_id: str,
+    created: int,
+    fingerprint: str,
+    *,
+    index: int = 0,
+    delta: dict[str, Any] | None = None,
+    logprobs: list[TokenLogprob] | None = None,
+    finish_reason: Literal["stop", "length"] | None = None,
+    usage: tuple[int, int] | None = None,
+    include_usage: bool = False,
+) -> dict[str, Any]:
+    """One ``chat.completion.chunk`` of a stream.
+
+    With ``usage=(prompt_tokens, completion_tokens)`` it is the last chunk
+    that ``stream_options.include_usage`` asks for: no choices, only the
+    counts. The other chunks carry ``"usage": null`` when usage was asked.
+    """
+    body = _header("chat.completion.chunk", request_id, created, fingerprint)
+    if usage is not None:
+        return {**body, "choices": [], "usage": _usage(*usage)}
+    body["choices"] = [
+        {
+            "index": index,
+            "delta": delta or {},
+            "logprobs": logprobs_json(logprobs) if logprobs is not None else None,
+            "finish_reason": finish_reason,
+        }
+    ]
+    if include_usage:
+        body["usage"] = None
+    return body

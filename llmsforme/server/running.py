@@ -1,0 +1,168 @@
+"""Running the server: in the foreground (``llmsforme serve``) or in a background thread.
+
+:func:`start_server` is what the notebooks and tests use: it starts
+uvicorn in a thread of the current process, on a free port of 127.0.0.1,
+waits until it answers, and returns a :class:`BackgroundServer` to stop
+it. :func:`serve` is the command line's: it runs until Ctrl+C.
+
+Taught in: [Your first call](../part-3/first-call.ipynb).
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+import uvicorn
+
+from .app import DEFAULT_MAX_TOKENS, RateLimit, create_app
+from .engine import Engine
+
+__all__ = ["BackgroundServer", "start_server", "serve", "LOOPBACK"]
+
+#: Addresses only this machine can reach.
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening socket; port 0 lets the system pick a free one."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"port must be an int in [0, 65535] (0: any free port), got {port!r}")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    sock.listen(128)
+    return sock
+
+
+def _base_url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{port}/v1"
+
+
+class BackgroundServer:
+    """The server running in a thread of this process. Use it as a context manager, or call :meth:`stop`.
+
+    ``base_url`` is what OpenAI's client takes: ``OpenAI(base_url=server.base_url, api_key=...)``.
+    """
+
+    def __init__(self, app: Any, engine: Engine, sock: socket.socket) -> None:
+        self.app = app
+        self.engine = engine
+        self.base_url = _base_url(sock)
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name="llmsforme-server", daemon=True
+        )
+        self._sock = sock
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the server did not start (see the log above)")
+            time.sleep(0.02)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop answering, finish the request in progress, and free the port."""
+        self._server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        self._sock.close()
+        self.engine.close()
+
+    def __enter__(self) -> BackgroundServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<BackgroundServer {'running' if self.running else 'stopped'}>"
+
+
+def _app(model: Any, tokenizer: Any, api_key: str | None, max_tokens_limit: int, rate_limit: Any) -> tuple[Any, Engine]:
+    if model is None or tokenizer is None:
+        if model is not None or tokenizer is not None:
+            raise ValueError("pass both model and tokenizer, or neither (for the course model)")
+        from ..model_source import load_model
+
+        model, tokenizer = load_model(progress=False)
+    if isinstance(rate_limit, int) and not isinstance(rate_limit, bool):
+        rate_limit = RateLimit(rate_limit)
+    engine = Engine(model, tokenizer)
+    app = create_app(engine, api_key=api_key, max_tokens_limit=max_tokens_limit, rate_limit=rate_limit)
+    return app, engine
+
+
+def start_server(
+    model: Any = None,
+    tokenizer: Any = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    api_key: str | None = None,
+    max_tokens_limit: int = DEFAULT_MAX_TOKENS,
+    rate_limit: RateLimit | int | None = None,
+) -> BackgroundServer:
+    """Start the OpenAI-compatible server in the background; return it once it answers.
+
+    Args:
+        model, tokenizer: what to serve (default: the course model, loaded offline).
+        host: the address to listen on; the default only accepts this machine.
+        port: 0 picks a free port (read it from ``base_url``).
+        api_key, max_tokens_limit, rate_limit: see :func:`~llmsforme.server.create_app`;
+            an int ``rate_limit`` means that many requests per minute.
+
+    Example:
+        >>> from openai import OpenAI
+        >>> with start_server() as server:
+        ...     client = OpenAI(base_url=server.base_url, api_key="not-needed")
+        ...     [model.id for model in client.models.list()]
+        ['smollm2-135m-instruct']
+    """
+    app, engine = _app(model, tokenizer, api_key, max_tokens_limit, rate_limit)
+    return BackgroundServer(app, engine, _bind(host, port))
+
+
+def serve(
+    model: Any = None,
+    tokenizer: Any = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: str | None = None,
+    max_tokens_limit: int = DEFAULT_MAX_TOKENS,
+    rate_limit: RateLimit | int | None = None,
+    log_level: str = "info",
+) -> None:
+    """Serve in the foreground until Ctrl+C (the ``llmsforme serve`` command)."""
+    sock = _bind(host, port)
+    if host not in LOOPBACK and api_key is None:
+        print(
+            f"llmsforme: warning: listening on {host} without --api-key: "
+            "anyone who can reach this machine can use the server.",
+            file=sys.stderr,
+        )
+    app, engine = _app(model, tokenizer, api_key, max_tokens_limit, rate_limit)
+    print(f"Serving the course model as 'smollm2-135m-instruct' at {_base_url(sock)}", flush=True)
+    print("OpenAI-compatible: OpenAI(base_url=<that URL>, api_key=...). Ctrl+C stops.", flush=True)
+    try:
+        uvicorn.Server(uvicorn.Config(app, log_level=log_level)).run(sockets=[sock])
+    finally:
+        sock.close()
+        engine.close()
