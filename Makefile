@@ -31,10 +31,11 @@ test: $(READY)  ## run every test: package, notebooks, site
 notebooks: $(READY)  ## re-execute every notebook and store its outputs (for authors)
 	$(BIN)/python -m llmsforme.notebooks run examples
 
-benchmark: $(READY)  ## print the speed figures: decoding, quantization, LoRA training
+benchmark: $(READY)  ## print the speed figures: decoding, quantization, LoRA training, the server
 	$(BIN)/python benchmarks/decoding.py
 	$(BIN)/python benchmarks/quantization.py
 	$(BIN)/python benchmarks/lora_training.py
+	$(BIN)/python benchmarks/server.py
 
 # requirements.lock pins every package to the version the stored notebook
 # outputs and the checked site were made with. Regenerate it after changing

@@ -127,3 +127,40 @@ def test_greedy_trace_lists_top_candidates():
     assert [c.token for c in step.candidates] == ["plain", "meadow", "field"]
     assert step.chosen == toy.encode("plain")[0]
     assert torch.isclose(torch.tensor(step.candidates[0].probability), torch.tensor(0.5))
+
+
+# --- step hooks: logits processors and on_step ------------------------------------------
+
+
+def test_a_logits_processor_runs_before_the_choice():
+    plain = TOY.encode("plain")[0]
+
+    def ban_plain(generated, scores):
+        return scores.masked_fill(torch.arange(scores.numel()) == plain, -math.inf)
+
+    assert greedy(TOY, "the", max_new_tokens=2).text == "plain which"
+    assert greedy(TOY, "the", max_new_tokens=2, logits_processors=[ban_plain]).text == "meadow where"
+    assert sample(TOY, "the", max_new_tokens=1, seed=0, logits_processors=[ban_plain]).text == "meadow"
+
+
+def test_on_step_sees_the_models_logits_and_can_stop():
+    seen = []
+
+    def on_step(token, logits):
+        seen.append((token, torch.softmax(logits, -1)[token].item()))
+        return True
+
+    result = greedy(TOY, "the", max_new_tokens=5, on_step=on_step)
+    assert result.token_ids == [seen[0][0]] and len(seen) == 1
+    assert seen[0][1] == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"logits_processors": "penalize"}, {"logits_processors": [42]}, {"on_step": "stop"}],
+)
+def test_step_hooks_are_checked(options):
+    with pytest.raises(TypeError, match="logits_processors|on_step"):
+        greedy(TOY, "the", **options)
+    with pytest.raises(TypeError, match="logits_processors|on_step"):
+        sample(TOY, "the", **options)

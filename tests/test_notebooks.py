@@ -167,8 +167,14 @@ def test_notebook_reexecutes_to_stored_outputs(path: Path, nb_regression):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_every_exercise_has_a_collapsed_solution(path: Path):
-    """After "## Exercises", each numbered question is followed by its solution cells."""
+    """After "## Exercises", each numbered question is followed by its solution cells.
+
+    Cells tagged ``cleanup`` may close the notebook (stop its server): the
+    solutions above them still need what they close.
+    """
     cells = nbformat.read(path, as_version=4).cells
+    while cells and "cleanup" in cells[-1].metadata.get("tags", []):
+        cells = cells[:-1]
     start = next(i for i, c in enumerate(cells) if c.cell_type == "markdown" and "## Exercises" in c.source)
     questions = solutions = 0
     for cell in cells[start + 1:]:

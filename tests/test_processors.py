@@ -97,3 +97,39 @@ def test_min_p_keeps_tokens_near_the_best():
 def test_processor_bad_values(call, error):
     with pytest.raises(error):
         call(torch.zeros(3))
+
+
+# --- OpenAI's repetition penalties ------------------------------------------------------
+
+
+def test_penalize_follows_openais_formula_token_by_token():
+    from llmsforme.processors import penalize
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(50, generator=generator)
+    generated = torch.randint(0, 50, (30,), generator=generator).tolist()
+    out = penalize(generated, logits, presence_penalty=0.7, frequency_penalty=-0.3)
+    for token in range(50):
+        count = generated.count(token)
+        expected = float(logits[token]) - count * -0.3 - (0.7 if count else 0.0)
+        assert abs(float(out[token]) - expected) < 1e-6
+    assert torch.equal(penalize([], logits, presence_penalty=2.0), logits)  # nothing generated yet
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [({"presence_penalty": 2.5}, ValueError), ({"frequency_penalty": -2.01}, ValueError),
+     ({"presence_penalty": "1"}, TypeError), ({"frequency_penalty": True}, TypeError)],
+)
+def test_penalize_rejects_values_outside_openais_range(options, error):
+    from llmsforme.processors import penalize
+
+    with pytest.raises(error, match=r"\[-2, 2\]"):
+        penalize([1], torch.zeros(3), **options)
+
+
+def test_penalize_rejects_token_ids_outside_the_vocabulary():
+    from llmsforme.processors import penalize
+
+    with pytest.raises(ValueError, match="generated_ids"):
+        penalize([3], torch.zeros(3), presence_penalty=1.0)

@@ -434,6 +434,20 @@ def test_a_client_that_leaves_mid_stream_stops_its_generation(server, client):
     assert create(client, USER, temperature=0, max_tokens=2).usage.completion_tokens == 2
 
 
+def test_a_client_that_times_out_stops_its_generation(server, client):
+    engine = server.engine
+    before = len(engine.history)
+    hurried = client.with_options(timeout=0.5, max_retries=0)
+    with pytest.raises(openai.APITimeoutError):
+        create(hurried, [{"role": "user", "content": "Write a long story about a dragon."}],
+               temperature=0, max_tokens=400)
+    deadline = time.monotonic() + 30
+    while len(engine.history) == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    record = engine.history[-1]
+    assert record.cancelled and record.completion_tokens < 100
+
+
 # --- the command line and the parts -------------------------------------------------
 
 

@@ -41,6 +41,8 @@ log = logging.getLogger("llmsforme.server")
 
 #: Largest request body accepted, in bytes (a prompt that long would not fit the model anyway).
 MAX_BODY_BYTES = 1_000_000
+_NO_EVENT = object()
+
 #: Default for ``--max-tokens-limit``: the longest reply, and the default ``max_tokens``.
 DEFAULT_MAX_TOKENS = 512
 
@@ -256,14 +258,21 @@ def create_app(
 
         if not body.stream:
             collected: list[Delta | Finish] = []
+            checked = loop.time()
             while True:
                 try:
-                    event = await asyncio.wait_for(events.get(), timeout=0.5)
+                    event = await asyncio.wait_for(events.get(), timeout=0.25)
                 except TimeoutError:
+                    event = _NO_EVENT
+                # A client that gave up (a timeout, Ctrl+C) gets no reply:
+                # stop generating for it.
+                if loop.time() - checked >= 0.25:
+                    checked = loop.time()
                     if await request.is_disconnected():
                         cancelled.set()
-                        log_line("cancelled", 0)
+                        log_line("cancelled", sum(e.completion_tokens for e in collected if isinstance(e, Finish)))
                         return JSONResponse({}, status_code=499)
+                if event is _NO_EVENT:
                     continue
                 if isinstance(event, BaseException):
                     raise event
