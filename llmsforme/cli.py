@@ -146,10 +146,13 @@ def _serve(args: argparse.Namespace) -> int:
 
         model, tokenizer = load_model(args.model)
     api_key = args.api_key
-    if api_key is None and args.api_key_env:
+    if args.api_key_env:
         import os
 
-        api_key = os.environ.get(args.api_key_env) or None
+        api_key = os.environ.get(args.api_key_env, "").strip()
+        if not api_key:
+            # A server meant to need a key must not start without one.
+            raise ValueError(f"--api-key-env {args.api_key_env}: that environment variable is empty or unset")
     try:
         serve(
             model,

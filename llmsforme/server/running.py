@@ -10,6 +10,7 @@ Taught in: [Your first call](../part-3/first-call.ipynb).
 
 from __future__ import annotations
 
+import logging
 import socket
 import sys
 import threading
@@ -154,10 +155,16 @@ def serve(
     sock = _bind(host, port)
     if host not in LOOPBACK and api_key is None:
         print(
-            f"llmsforme: warning: listening on {host} without --api-key: "
+            f"llmsforme: warning: listening on {host} without an API key (--api-key-env): "
             "anyone who can reach this machine can use the server.",
             file=sys.stderr,
         )
+    # One line per request (counts and times, never the messages) on stderr.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("llmsforme.server")
+    logger.addHandler(handler)
+    logger.setLevel(log_level.upper())
     app, engine = _app(model, tokenizer, api_key, max_tokens_limit, rate_limit)
     print(f"Serving the course model as 'smollm2-135m-instruct' at {_base_url(sock)}", flush=True)
     print("OpenAI-compatible: OpenAI(base_url=<that URL>, api_key=...). Ctrl+C stops.", flush=True)
