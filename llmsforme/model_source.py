@@ -282,7 +282,10 @@ def load_model(
     device: Any = "cpu",
     dtype: Any = None,
     progress: bool = True,
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    backend: str = "transformers",
+    n_threads: int | None = None,
+    n_ctx: int = 8192,
+) -> tuple[Any, PreTrainedTokenizerBase]:
     """Load a causal language model and its tokenizer, ready for inference.
 
     Args:
@@ -300,19 +303,35 @@ def load_model(
         dtype: torch dtype (default ``torch.float32``: on CPU bf16 is slower
             and gives different text).
         progress: show progress while converting or downloading.
+        backend: ``"transformers"`` (default: PyTorch, in ``dtype``) or
+            ``"llama.cpp"``: the GGUF file itself, 4-bit weights and all, run
+            by llama.cpp (the ``local`` extra); ``name`` is then ``None`` for
+            the course model or the path of a ``.gguf`` file, and the model
+            is a ``llama_cpp.Llama`` that every strategy of
+            :mod:`llmsforme.decoding` accepts. ``device`` and ``dtype`` do not
+            apply to it (it runs on the CPU).
+        n_threads, n_ctx: llama.cpp only: CPU threads (default: llama.cpp's
+            choice) and the context size in tokens.
 
     Returns:
-        ``(model, tokenizer)``, the model in eval mode.
+        ``(model, tokenizer)``, the model in eval mode. With llama.cpp the
+        tokenizer is the course model's Hugging Face tokenizer, whose ids
+        are llama.cpp's (chat templates need it).
 
     Example::
 
         model, tokenizer = load_model()              # the course model, offline
+        model, tokenizer = load_model(backend="llama.cpp")  # its GGUF file, on llama.cpp
         model, tokenizer = load_model("HuggingFaceTB/SmolLM2-360M-Instruct")  # online
 
     Taught in: [Hugging Face and the course model](../part-1/hugging-face.ipynb).
     """
     import torch
 
+    if backend == "llama.cpp":
+        return _load_llama_cpp(name, n_threads=n_threads, n_ctx=n_ctx, progress=progress)
+    if backend != "transformers":
+        raise ValueError(f"backend must be 'transformers' or 'llama.cpp', got {backend!r}")
     device = resolve_device(device)  # before any loading: a bad device fails at once
     dtype = torch.float32 if dtype is None else dtype
     if not isinstance(dtype, torch.dtype):
@@ -336,6 +355,70 @@ def load_model(
     except OSError as error:
         raise ModelUnavailableOffline(_offline_message(hub_id, str(error).splitlines()[0])) from error
     return _prepare(model, device, dtype), tokenizer
+
+
+def load_llama(path: str | os.PathLike[str], *, n_threads: int | None = None, n_ctx: int = 8192) -> Any:
+    """A ``llama_cpp.Llama`` on a GGUF file, quiet, with a clear error for a bad file.
+
+    Example::
+
+        llama = load_llama(find_course_gguf(), n_threads=2)
+
+    Taught in: [Part 4: LLM applications locally](../part-4/index.md).
+    """
+    try:
+        from llama_cpp import Llama
+    except ImportError as error:
+        raise ImportError(
+            "backend 'llama.cpp' needs llama-cpp-python: pip install 'llmsforme[local]' "
+            "(it compiles llama.cpp, a few minutes once)"
+        ) from error
+    if n_threads is not None and (isinstance(n_threads, bool) or not isinstance(n_threads, int) or n_threads < 1):
+        raise ValueError(f"n_threads must be an int >= 1 or None, got {n_threads!r}")
+    if isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or not 16 <= n_ctx <= 1_048_576:
+        raise ValueError(f"n_ctx must be an int in [16, 1048576], got {n_ctx!r}")
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"no GGUF file at {path}")
+    with path.open("rb") as file:
+        if file.read(4) != b"GGUF":
+            raise ValueError(f"{path} is not a GGUF file (it does not start with the bytes 'GGUF')")
+    try:
+        llama = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False)
+    except ValueError as error:  # llama.cpp says only "Failed to load model from file"
+        raise ValueError(f"llama.cpp could not load {path}: the file is damaged or incomplete ({error})") from None
+    # Free it before the interpreter tears down the modules its destructor needs.
+    import atexit
+    import weakref
+
+    alive = weakref.ref(llama)
+    atexit.register(lambda: (model := alive()) is not None and model.close())
+    return llama
+
+
+def _load_llama_cpp(
+    name: str | os.PathLike[str] | None, *, n_threads: int | None, n_ctx: int, progress: bool
+) -> tuple[Any, PreTrainedTokenizerBase]:
+    if name is None:
+        llama = load_llama(find_course_gguf(), n_threads=n_threads, n_ctx=n_ctx)
+        _, tokenizer = _course_tokenizer(progress)
+        return llama, tokenizer
+    if not isinstance(name, (str, os.PathLike)) or not str(name).endswith(".gguf"):
+        raise ValueError(f"with backend 'llama.cpp', name must be None (the course model) or a .gguf path, got {name!r}")
+    llama = load_llama(name, n_threads=n_threads, n_ctx=n_ctx)
+    from transformers import AutoTokenizer
+
+    path = Path(name).expanduser()
+    with _quiet_transformers(progress):
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    return llama, tokenizer
+
+
+def _course_tokenizer(progress: bool) -> tuple[Path, PreTrainedTokenizerBase]:
+    from transformers import AutoTokenizer
+
+    folder = ensure_course_model(progress)
+    return folder, AutoTokenizer.from_pretrained(folder)
 
 
 def _offline_message(hub_id: str, reason: str) -> str:

@@ -33,6 +33,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from ..chat import RoleInjectionError
+from . import ollama_api
 from .engine import Delta, Engine, Finish
 from .errors import SERVER_ERROR_MESSAGE, APIError
 from .openai_api import MODEL_ID, chat_messages, chunk, completion, parse_request, settings_for
@@ -121,8 +122,9 @@ def create_app(
     max_tokens_limit: int = DEFAULT_MAX_TOKENS,
     rate_limit: RateLimit | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
+    model_format: str = "pytorch",
 ) -> FastAPI:
-    """The FastAPI application of the course's OpenAI-compatible server.
+    """The FastAPI application of the course's server: OpenAI's API, and Ollama's.
 
     Args:
         engine: generates the replies (see :class:`~llmsforme.server.engine.Engine`).
@@ -131,6 +133,8 @@ def create_app(
             the default when it asks none.
         rate_limit: answer 429, with ``Retry-After``, beyond this many requests.
         max_body_bytes: answer 413 to a larger request body.
+        model_format: how the model is stored, for Ollama's ``/api/tags``
+            (``"gguf"`` when llama.cpp runs it).
 
     Example:
         >>> from llmsforme import load_model
@@ -157,11 +161,16 @@ def create_app(
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
         message = {404: "No such route", 405: "Method not allowed on this route"}.get(error.status_code, error.detail)
-        return _error_response(APIError(error.status_code, f"{message}: {request.method} {request.url.path}"))
+        message = f"{message}: {request.method} {request.url.path}"
+        if request.url.path.startswith("/api/"):  # Ollama's shape
+            return JSONResponse({"error": message}, status_code=error.status_code)
+        return _error_response(APIError(error.status_code, message))
 
     @app.exception_handler(Exception)
     async def server_error(request: Request, error: Exception) -> JSONResponse:
         log.exception("request failed: %s %s", request.method, request.url.path)
+        if request.url.path.startswith("/api/"):  # Ollama's shape
+            return JSONResponse({"error": SERVER_ERROR_MESSAGE}, status_code=500)
         return _error_response(APIError(500, SERVER_ERROR_MESSAGE, type="server_error"))
 
     def check_key(request: Request) -> None:
@@ -367,6 +376,174 @@ def create_app(
 
         headers = {"cache-control": "no-cache", "x-accel-buffering": "no", **rate_headers()}
         return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+
+    # --- Ollama's API ---------------------------------------------------------------
+
+    @app.exception_handler(ollama_api.OllamaError)
+    async def ollama_error(request: Request, error: ollama_api.OllamaError) -> JSONResponse:
+        return JSONResponse({"error": error.message}, status_code=error.status)
+
+    def ollama_checks(request: Request) -> None:
+        """The key and the rate limit, answered in Ollama's error shape."""
+        try:
+            check_key(request)
+            check_rate()
+        except APIError as error:
+            raise ollama_api.OllamaError(error.status, error.message) from None
+
+    @app.get("/api/tags")
+    async def ollama_tags(request: Request) -> dict[str, Any]:
+        ollama_checks(request)
+        model = {
+            "name": MODEL_ID + ":latest",
+            "model": MODEL_ID + ":latest",
+            "modified_at": ollama_api.timestamp(),
+            "details": {"format": model_format, "family": "llama", "parameter_size": "135M"},
+        }
+        return {"models": [model]}
+
+    @app.get("/api/version")
+    async def ollama_version() -> dict[str, str]:
+        return {"version": f"llmsforme-{fingerprint}"}
+
+    async def ollama_generate(
+        request: Request, kind: str, model_name: str, prompt: Any, settings: Any, stream: bool
+    ) -> Any:
+        began = time.perf_counter_ns()
+        request_id = kind + "-" + uuid.uuid4().hex
+        cancelled = threading.Event()
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Any] = asyncio.Queue()
+        future = engine.submit(
+            prompt,
+            settings,
+            lambda event: loop.call_soon_threadsafe(events.put_nowait, event),
+            cancelled=cancelled,
+            request_id=request_id,
+        )
+
+        def finished(done: Any) -> None:
+            failure = RuntimeError("the server is stopping") if done.cancelled() else done.exception()
+            loop.call_soon_threadsafe(events.put_nowait, failure)
+
+        future.add_done_callback(finished)
+
+        def piece(text: str) -> dict[str, Any]:
+            body: dict[str, Any] = {"model": model_name, "created_at": ollama_api.timestamp()}
+            if kind == "chat":
+                body["message"] = {"role": "assistant", "content": text}
+            else:
+                body["response"] = text
+            return body
+
+        def last(finish: Finish, first_ns: int | None) -> dict[str, Any]:
+            now = time.perf_counter_ns()
+            first_ns = first_ns or now
+            return {
+                **piece(""),
+                "done": True,
+                "done_reason": finish.finish_reason,
+                "total_duration": now - began,
+                "load_duration": 0,  # the model stays loaded
+                "prompt_eval_count": len(prompt.ids),
+                "prompt_eval_duration": first_ns - began,
+                "eval_count": finish.completion_tokens,
+                "eval_duration": now - first_ns,
+            }
+
+        async def run() -> AsyncIterator[dict[str, Any]]:
+            first_ns = None
+            try:
+                while True:
+                    event = await events.get()
+                    if event is None:
+                        return
+                    if isinstance(event, BaseException):
+                        log.error("request %s failed", request_id, exc_info=event)
+                        yield {"error": SERVER_ERROR_MESSAGE}
+                        return
+                    first_ns = first_ns or time.perf_counter_ns()
+                    if isinstance(event, Delta):
+                        yield {**piece(event.text), "done": False}
+                    else:
+                        log.info(
+                            "%s ok prompt_tokens=%d completion_tokens=%d %.2fs", request_id,
+                            len(prompt.ids), event.completion_tokens, (time.perf_counter_ns() - began) / 1e9,
+                        )
+                        yield last(event, first_ns)
+            finally:
+                cancelled.set()  # a client gone mid-stream stops the generation
+
+        if stream:
+            return StreamingResponse(
+                (ollama_api.line(part) async for part in run()), media_type="application/x-ndjson"
+            )
+        text, final = "", None
+        async for part in run():
+            if "error" in part:
+                raise ollama_api.OllamaError(500, part["error"])
+            if part["done"]:
+                final = part
+            else:
+                text += part["message"]["content"] if kind == "chat" else part["response"]
+        assert final is not None
+        if kind == "chat":
+            final["message"]["content"] = text
+        else:
+            final["response"] = text
+        return JSONResponse(final)
+
+    def ollama_room(prompt: Any, body: Any) -> Any:
+        return ollama_api.settings_for(body.options, max_tokens_limit, engine.context_window - len(prompt.ids))
+
+    def ollama_model(name: str) -> None:
+        if not ollama_api.model_name_ok(name):
+            raise ollama_api.OllamaError(404, f"model '{name}' not found, try pulling it first")
+
+    def ollama_prompt(messages: list[dict[str, str]]) -> Any:
+        try:
+            return engine.prompt(messages)
+        except RoleInjectionError as error:
+            reason = str(error).split(", which could forge a turn")[0]
+            raise ollama_api.OllamaError(400, f"{reason}, which could forge a turn: remove it") from None
+        except (ValueError, TypeError) as error:
+            raise ollama_api.OllamaError(400, str(error)) from None
+
+    @app.post("/api/chat")
+    async def ollama_chat(request: Request) -> Any:
+        ollama_checks(request)
+        body = ollama_api.parse(ollama_api.ChatRequest, await read_ollama_body(request))
+        ollama_model(body.model)
+        prompt = ollama_prompt(ollama_api.chat_messages(body.messages))
+        settings = ollama_room(prompt, body)
+        return await ollama_generate(request, "chat", body.model, prompt, settings, body.stream is not False)
+
+    @app.post("/api/generate")
+    async def ollama_generate_route(request: Request) -> Any:
+        ollama_checks(request)
+        body = ollama_api.parse(ollama_api.GenerateRequest, await read_ollama_body(request))
+        ollama_model(body.model)
+        if not body.prompt:  # Ollama's way to load a model: nothing to generate
+            return {"model": body.model, "created_at": ollama_api.timestamp(), "response": "", "done": True,
+                    "done_reason": "load"}
+        if body.raw:
+            if body.system is not None:
+                raise ollama_api.OllamaError(400, "'system' needs the chat template: leave out raw")
+            ids = engine.lm.encode(body.prompt)
+            prompt = engine.prompt([{"role": "user", "content": ""}])
+            prompt = type(prompt)(ids, prompt.end_of_turn, prompt.template)
+        else:
+            messages = [{"role": "system", "content": body.system}] if body.system is not None else []
+            prompt = ollama_prompt(messages + [{"role": "user", "content": body.prompt}])
+        settings = ollama_room(prompt, body)
+        return await ollama_generate(request, "generate", body.model, prompt, settings, body.stream is not False)
+
+    async def read_ollama_body(request: Request) -> bytes:
+        try:
+            return await read_body(request)
+        except APIError as error:
+            raise ollama_api.OllamaError(error.status, error.message) from None
 
     return app
 

@@ -50,6 +50,7 @@ class Settings:
     max_tokens: int
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0  # 0: off (OpenAI's API has no top-k; Ollama's does)
     n: int = 1
     seed: int | None = None
     stop: tuple[str, ...] = ()
@@ -210,9 +211,8 @@ class Engine:
         self.lm = as_language_model(model, tokenizer)
         self.tokenizer = tokenizer
         self.template = template
-        config = getattr(model, "config", None)
         #: Prompt and reply together must fit in this many tokens.
-        self.context_window = int(getattr(config, "max_position_embeddings", 0) or 2048)
+        self.context_window = int(getattr(self.lm, "context_window", 0) or 2048)
         self.history: deque[Record] = deque(maxlen=100)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmsforme-generate")
 
@@ -330,7 +330,13 @@ class Engine:
             decoding.greedy(self.lm, prompt.ids, **common)
         else:
             decoding.sample(
-                self.lm, prompt.ids, temperature=settings.temperature, top_p=settings.top_p, seed=seed, **common
+                self.lm,
+                prompt.ids,
+                temperature=settings.temperature,
+                top_k=settings.top_k,
+                top_p=settings.top_p,
+                seed=seed,
+                **common,
             )
         rest = text.finish()
         if rest:

@@ -106,7 +106,10 @@ def _app(model: Any, tokenizer: Any, api_key: str | None, max_tokens_limit: int,
     if isinstance(rate_limit, int) and not isinstance(rate_limit, bool):
         rate_limit = RateLimit(rate_limit)
     engine = Engine(model, tokenizer)
-    app = create_app(engine, api_key=api_key, max_tokens_limit=max_tokens_limit, rate_limit=rate_limit)
+    model_format = "gguf" if type(model).__module__.startswith("llama_cpp") else "pytorch"
+    app = create_app(
+        engine, api_key=api_key, max_tokens_limit=max_tokens_limit, rate_limit=rate_limit, model_format=model_format
+    )
     return app, engine
 
 

@@ -1,0 +1,194 @@
+"""Ollama's REST API over the same engine: ``/api/chat``, ``/api/generate``, ``/api/tags``.
+
+Ollama is a popular way to run models locally; its own API differs from
+OpenAI's in its paths, its ``options`` object (Ollama's sampling settings)
+and its streaming, one JSON object per line (NDJSON) instead of server-sent
+events. The course's server speaks it too, so that the official ``ollama``
+Python client works against the course model.
+
+The defaults are Ollama's documented ones (``temperature`` 0.8, ``top_k``
+40, ``top_p`` 0.9), and ``stream`` is true unless the request says false,
+as in Ollama. Errors are ``{"error": "..."}`` with Ollama's status codes.
+
+Taught in: [Part 4: LLM applications locally](../part-4/index.md).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .engine import Settings
+from .openai_api import MODEL_ID
+
+__all__ = [
+    "OLLAMA_DEFAULTS",
+    "OllamaError",
+    "OllamaOptions",
+    "ChatRequest",
+    "GenerateRequest",
+    "parse",
+    "settings_for",
+    "model_name_ok",
+    "timestamp",
+]
+
+#: Ollama's default sampling settings (its API documentation).
+OLLAMA_DEFAULTS = {"temperature": 0.8, "top_k": 40, "top_p": 0.9}
+
+#: Request fields of Ollama's API that the course's server refuses, and why.
+UNSUPPORTED = {
+    "format": "structured output (JSON mode, JSON schemas) is not implemented",
+    "tools": "the course model was not trained to call tools",
+    "images": "the course model reads text only",
+    "suffix": "fill-in-the-middle is not implemented",
+    "template": "the server renders the model's own chat template",
+    "context": "the deprecated 'context' of /api/generate is not kept: send a chat instead",
+    "think": "the course model is not a reasoning model",
+    "logprobs": "log-probabilities are served by the OpenAI API (/v1/chat/completions)",
+    "top_logprobs": "log-probabilities are served by the OpenAI API (/v1/chat/completions)",
+}
+
+
+class OllamaError(Exception):
+    """An error in Ollama's shape: an HTTP status and ``{"error": message}``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class OllamaOptions(BaseModel):
+    """The sampling options the server honours, with their ranges."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    top_k: int | None = Field(default=None, ge=0)
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    num_predict: int | None = Field(default=None, ge=-2)
+    stop: list[str] | None = None
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    model: str
+    stream: bool | None = None
+    options: OllamaOptions | None = None
+    keep_alive: float | str | None = None  # the model always stays loaded: no effect
+
+
+class ChatRequest(_Request):
+    """The body of ``POST /api/chat``."""
+
+    messages: list[dict[str, Any]] = Field(min_length=1)
+
+
+class GenerateRequest(_Request):
+    """The body of ``POST /api/generate``: a prompt, rendered as one user turn unless ``raw``."""
+
+    prompt: str = ""
+    system: str | None = None
+    raw: bool | None = None
+
+
+def parse(model: type[_Request], body: bytes) -> Any:
+    """Parse a request body; raise :class:`OllamaError` (400) naming the bad field.
+
+    Example:
+        >>> parse(ChatRequest, b'{"model": "m", "messages": [{}], "options": {"top_k": -1}}')
+        Traceback (most recent call last):
+        ...
+        llmsforme.server.ollama_api.OllamaError: invalid options.top_k: Input should be greater than or equal to 0
+    """
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise OllamaError(400, "the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise OllamaError(400, "the body must be a JSON object")
+    # Ollama's client always sends some fields, empty ("tools": []): empty is fine.
+    data = {key: value for key, value in data.items() if not (key in UNSUPPORTED and _empty(value))}
+    try:
+        return model.model_validate(data)
+    except ValidationError as errors:
+        error = errors.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in error["loc"])
+        if error["type"] == "extra_forbidden":
+            name = str(error["loc"][-1])
+            if name in UNSUPPORTED and len(error["loc"]) == 1:
+                raise OllamaError(400, f"'{name}' is not supported by this server: {UNSUPPORTED[name]}") from None
+            raise OllamaError(400, f"unknown field '{where}'") from None
+        if error["type"] == "missing":
+            raise OllamaError(400, f"missing field '{where}'") from None
+        raise OllamaError(400, f"invalid {where}: {error['msg']}") from None
+
+
+def _empty(value: Any) -> bool:
+    return value is None or value is False or value in ("", [], {})
+
+
+def model_name_ok(name: str) -> bool:
+    """Ollama names carry a tag: ``smollm2-135m-instruct`` and ``smollm2-135m-instruct:latest`` are one model."""
+    return name in (MODEL_ID, MODEL_ID + ":latest")
+
+
+def chat_messages(raw: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Ollama's messages as the package's ``{"role", "content"}`` dicts (text only)."""
+    messages = []
+    for index, message in enumerate(raw):
+        extra = {key for key, value in message.items() if not _empty(value)} - {"role", "content"}
+        if extra:
+            name = min(extra)
+            reason = UNSUPPORTED.get(name, "the chat template has no place for it")
+            raise OllamaError(400, f"messages[{index}].{name} is not supported: {reason}")
+        if not isinstance(message.get("content"), str):
+            raise OllamaError(400, f"messages[{index}].content must be a string")
+        messages.append({"role": message.get("role"), "content": message["content"]})
+    return messages
+
+
+def settings_for(options: OllamaOptions | None, limit: int, room: int) -> Settings:
+    """The engine's settings from Ollama's ``options`` and its defaults.
+
+    ``num_predict`` -1 (Ollama's "no limit") and -2 ("fill the context")
+    become the server's limit; the reply must fit in ``room`` tokens.
+    """
+    options = options or OllamaOptions()
+    asked = options.num_predict
+    if asked is not None and asked > limit:
+        raise OllamaError(400, f"options.num_predict must be at most {limit} on this server, got {asked}")
+    if room < 1:
+        raise OllamaError(400, "the prompt fills the model's context window: shorten the messages")
+    if asked == 0:
+        raise OllamaError(400, "options.num_predict must be at least 1 (or -1 for the server's limit)")
+    max_tokens = min(room, limit if asked is None or asked < 0 else asked)
+    stop = tuple(options.stop or ())
+    if any(not s for s in stop):
+        raise OllamaError(400, "options.stop must hold non-empty strings")
+    pick = {name: getattr(options, name) for name in OLLAMA_DEFAULTS}
+    pick = {name: OLLAMA_DEFAULTS[name] if value is None else value for name, value in pick.items()}
+    return Settings(
+        max_tokens=max_tokens,
+        temperature=pick["temperature"],
+        top_p=pick["top_p"],
+        top_k=pick["top_k"],
+        seed=options.seed,
+        stop=stop,
+    )
+
+
+def timestamp() -> str:
+    """Now, as Ollama writes it: RFC 3339 in UTC."""
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def line(data: dict[str, Any]) -> str:
+    """One line of an NDJSON stream."""
+    return json.dumps(data, ensure_ascii=False) + "\n"
