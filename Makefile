@@ -31,11 +31,12 @@ test: $(READY)  ## run every test: package, notebooks, site
 notebooks: $(READY)  ## re-execute every notebook and store its outputs (for authors)
 	$(BIN)/python -m llmsforme.notebooks run examples
 
-benchmark: $(READY)  ## print the speed figures: decoding, quantization, LoRA training, the server
+benchmark: $(READY)  ## print the speed figures: decoding, quantization, LoRA, the server, local runtimes
 	$(BIN)/python benchmarks/decoding.py
 	$(BIN)/python benchmarks/quantization.py
 	$(BIN)/python benchmarks/lora_training.py
 	$(BIN)/python benchmarks/server.py
+	$(BIN)/python benchmarks/local_runtimes.py
 
 # requirements.lock pins every package to the version the stored notebook
 # outputs and the checked site were made with. Regenerate it after changing
