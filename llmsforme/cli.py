@@ -28,6 +28,17 @@ def _model(args: argparse.Namespace) -> Any:
     return HFLanguageModel(*load_model(args.model))
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
 def _add_model_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", default=None, help="local folder or hub id (default: the course model, offline)"
@@ -141,10 +152,18 @@ def _serve(args: argparse.Namespace) -> int:
     from .server import serve
 
     model, tokenizer = (None, None)
+    options = {}
+    if args.threads is not None:
+        if args.backend == "llama.cpp":
+            options["n_threads"] = args.threads
+        else:
+            import torch
+
+            torch.set_num_threads(args.threads)
     if args.model is not None or args.backend != "transformers":
         from .model_source import load_model
 
-        model, tokenizer = load_model(args.model, backend=args.backend)
+        model, tokenizer = load_model(args.model, backend=args.backend, **options)
     api_key = args.api_key
     if args.api_key_env:
         import os
@@ -225,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument(
         "--backend", choices=["transformers", "llama.cpp"], default="transformers",
         help="run the model with PyTorch (default) or llama.cpp on its GGUF file",
+    )
+    server.add_argument(
+        "--threads", type=_positive_int, default=None, metavar="N",
+        help="CPU threads for the model (default: the runtime's choice; llama.cpp takes half the cores, "
+        "which leaves the server a core of its own)",
     )
     _add_model_option(server)
     server.set_defaults(run=_serve)

@@ -539,6 +539,29 @@ def test_serve_refuses_an_empty_key_variable(monkeypatch, capsys):
     assert "LLMSFORME_TEST_KEY" in capsys.readouterr().err
 
 
+def test_serve_threads_reach_the_runtime(monkeypatch, capsys):
+    import torch
+
+    import llmsforme.model_source
+    import llmsforme.server
+    from llmsforme.cli import main
+
+    calls = {}
+    monkeypatch.setattr(llmsforme.model_source, "load_model", lambda name, **kw: calls.update(kw) or ("m", "t"))
+    monkeypatch.setattr(llmsforme.server, "serve", lambda model, tokenizer, **kw: calls.update(served=model))
+    assert main(["serve", "--backend", "llama.cpp", "--threads", "1"]) == 0
+    assert calls == {"backend": "llama.cpp", "n_threads": 1, "served": "m"}
+    before = torch.get_num_threads()
+    try:
+        assert main(["serve", "--threads", "1"]) == 0  # transformers: torch's own setting
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(SystemExit):
+        main(["serve", "--threads", "0"])
+    assert "--threads: must be a whole number >= 1" in capsys.readouterr().err
+
+
 def test_rate_limit_checks_its_arguments():
     with pytest.raises(ValueError, match="rate limit"):
         RateLimit(0)
