@@ -27,6 +27,7 @@ LAYERS = {
     "finetune": 5.5,
     "quantization": 5.5,
     "evaluate": 5.5,
+    "diffusion": 5.5,
     "server": 6,
     "apps": 7,
     "display": 8,

@@ -6,7 +6,8 @@ edge of the package: the algorithms never import this module.
 
 Taught in: [Generating text](../part-1/generating-text.ipynb),
 [Temperature](../part-1/temperature.ipynb),
-[Greedy and beam search](../part-1/greedy-and-beam-search.ipynb).
+[Greedy and beam search](../part-1/greedy-and-beam-search.ipynb),
+[Diffusion from scratch](../part-5/diffusion-from-scratch.ipynb).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ..decoding import BeamStep, Generation, _prompt_ids
 from ..lm import as_language_model, visible_token
 from ..processors import check_sampling_args, scale_temperature
 
-__all__ = ["plot_next_token_probabilities", "plot_temperatures", "plot_beam_tree"]
+__all__ = ["plot_next_token_probabilities", "plot_temperatures", "plot_beam_tree", "plot_image_grid"]
 
 KEPT = "#3f51b5"  # Material indigo: the site's primary colour
 REMOVED = "#b0b0b0"
@@ -206,4 +207,55 @@ def plot_beam_tree(generation: Generation, *, ax: Axes | None = None, max_steps:
         ncol=3,
         frameon=False,
     )
+    return fig
+
+
+def plot_image_grid(
+    images: torch.Tensor | Sequence[torch.Tensor],
+    *,
+    row_labels: Sequence[str] | None = None,
+    column_labels: Sequence[str] | None = None,
+    cell: float = 0.55,
+) -> Figure:
+    """Grey images in a grid: one row per tensor of ``images``, one column per image.
+
+    Args:
+        images: a ``(rows, columns, 1, H, W)`` tensor, a ``(columns, 1, H, W)``
+            tensor (one row), or a sequence of ``(columns, 1, H, W)`` tensors;
+            pixel values in [0, 1] (0 is black).
+        row_labels, column_labels: text on the left of each row, above each column.
+        cell: inches per image.
+
+    Example::
+
+        >>> fig = plot_image_grid(torch.rand(2, 5, 1, 16, 16), row_labels=["a", "b"])
+        >>> len(fig.axes)
+        10
+    """
+    rows = [images] if isinstance(images, torch.Tensor) and images.dim() == 4 else list(images)
+    if not rows or any(row.dim() != 4 or row.shape[1] != 1 for row in rows):
+        raise ValueError("images must be (rows, columns, 1, H, W), (columns, 1, H, W) or a list of the latter")
+    columns = max(len(row) for row in rows)
+    if row_labels is not None and len(row_labels) != len(rows):
+        raise ValueError(f"row_labels: {len(row_labels)} labels for {len(rows)} rows")
+    if column_labels is not None and len(column_labels) != columns:
+        raise ValueError(f"column_labels: {len(column_labels)} labels for {columns} columns")
+    left = 0.9 if row_labels is not None else 0.0
+    fig, axes = plt.subplots(
+        len(rows), columns, figsize=(left + cell * columns, cell * len(rows) + (0.3 if column_labels else 0)),
+        squeeze=False, layout="constrained",
+    )
+    for r, row in enumerate(rows):
+        for c in range(columns):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < len(row):
+                ax.imshow(row[c, 0].detach().cpu().float().numpy(), cmap="gray", vmin=0, vmax=1)
+            else:
+                ax.axis("off")
+            if c == 0 and row_labels is not None:
+                ax.set_ylabel(row_labels[r], rotation=0, ha="right", va="center", fontsize=9)
+            if r == 0 and column_labels is not None:
+                ax.set_title(column_labels[c], fontsize=9)
     return fig

@@ -1,0 +1,237 @@
+"""The reverse process: from pure noise to an image, one denoising step at a time.
+
+This loop is the lesson, written out like the decoding loops of Part 1.
+Each step asks the network for the noise in the current image, estimates
+the clean image from it, and moves part of the way there:
+
+- **DDPM** (ancestral sampling, Ho et al., 2020) adds fresh noise at every
+  step, so two runs from the same start differ unless seeded;
+- **DDIM** (Song et al., 2021) takes deterministic steps, and stays good
+  with far fewer of them.
+
+Classifier-free guidance (Ho and Salimans, 2022) runs the network twice per
+step, with the digit's label and with the "no label" class, and pushes the
+prediction away from the unconditional one by ``guidance_scale``.
+
+Each step equals diffusers' ``DDIMScheduler.step`` / ``DDPMScheduler.step``
+(``tests/test_diffusion.py`` checks it).
+
+Taught in: [Diffusion from scratch](../part-5/diffusion-from-scratch.ipynb)
+and [Samplers](../part-5/samplers.ipynb).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from .weights import DigitsModel
+
+__all__ = [
+    "DEFAULT_GUIDANCE",
+    "SAMPLERS",
+    "Trace",
+    "ddim_step",
+    "ddpm_step",
+    "inference_timesteps",
+    "predict_noise",
+    "sample",
+    "to_pixels",
+]
+
+SAMPLERS = ("ddim", "ddpm")
+#: The guidance scale the course ships and tests (see the Part 5 pages).
+DEFAULT_GUIDANCE = 3.0
+
+
+def inference_timesteps(num_train_timesteps: int, steps: int) -> list[int]:
+    """``steps`` timesteps, evenly spaced from the noisiest one down.
+
+    The "trailing" spacing of Lin et al. (2024): the first step starts at the
+    last training timestep, where the image is pure noise.
+
+    Example::
+
+        >>> inference_timesteps(200, 5)
+        [199, 159, 119, 79, 39]
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= num_train_timesteps:
+        raise ValueError(f"steps must be an int in [1, {num_train_timesteps}], got {steps!r}")
+    return [round(num_train_timesteps - i * num_train_timesteps / steps) - 1 for i in range(steps)]
+
+
+def _levels(alphas_cumprod: torch.Tensor, t: int, prev_t: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``abar`` now and after the step (1.0 past the last step: a clean image)."""
+    return alphas_cumprod[t], alphas_cumprod[prev_t] if prev_t >= 0 else torch.tensor(1.0)
+
+
+def _clean_estimate(x: torch.Tensor, noise_pred: torch.Tensor, abar_t: torch.Tensor) -> torch.Tensor:
+    """Solve ``x_t = sqrt(abar) x0 + sqrt(1 - abar) eps`` for ``x0``, kept in the image range."""
+    return ((x - (1 - abar_t) ** 0.5 * noise_pred) / abar_t**0.5).clamp(-1, 1)
+
+
+def ddim_step(
+    noise_pred: torch.Tensor, t: int, prev_t: int, x: torch.Tensor, alphas_cumprod: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One deterministic DDIM step from timestep ``t`` to ``prev_t`` (-1: the end).
+
+    Re-noise the clean estimate to the level of ``prev_t`` with the *same*
+    predicted noise. Returns ``(x_prev, x0_estimate)``.
+
+    Example::
+
+        >>> abar = torch.tensor([0.9, 0.5])
+        >>> x_prev, x0 = ddim_step(torch.zeros(1, 1, 1, 1), 1, 0, torch.full((1, 1, 1, 1), 0.5), abar)
+        >>> round(float(x0), 4), round(float(x_prev), 4)
+        (0.7071, 0.6708)
+    """
+    abar_t, abar_prev = _levels(alphas_cumprod, t, prev_t)
+    x0 = _clean_estimate(x, noise_pred, abar_t)
+    return abar_prev**0.5 * x0 + (1 - abar_prev) ** 0.5 * noise_pred, x0
+
+
+def ddpm_step(
+    noise_pred: torch.Tensor,
+    t: int,
+    prev_t: int,
+    x: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One ancestral DDPM step: the mean of ``p(x_prev | x_t)``, plus fresh noise.
+
+    The mean blends the clean estimate and the current image (equation 7 of
+    Ho et al., 2020); the noise has the "fixed small" variance
+    ``(1 - abar_prev) / (1 - abar_t) * beta_t``. Returns ``(x_prev, x0_estimate)``.
+
+    Example::
+
+        >>> abar = torch.tensor([0.9, 0.5])
+        >>> x_prev, _ = ddpm_step(torch.zeros(1, 1, 1, 1), 0, -1, torch.full((1, 1, 1, 1), 0.5), abar)
+        >>> round(float(x_prev), 4)  # t = 0, the last step: the clean estimate, no noise
+        0.527
+    """
+    abar_t, abar_prev = _levels(alphas_cumprod, t, prev_t)
+    alpha_t = abar_t / abar_prev  # the signal this one step keeps
+    beta_t = 1 - alpha_t
+    x0 = _clean_estimate(x, noise_pred, abar_t)
+    mean = (abar_prev**0.5 * beta_t / (1 - abar_t)) * x0 + (alpha_t**0.5 * (1 - abar_prev) / (1 - abar_t)) * x
+    if t > 0:
+        variance = ((1 - abar_prev) / (1 - abar_t) * beta_t).clamp(min=1e-20)
+        mean = mean + variance**0.5 * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+    return mean, x0
+
+
+def predict_noise(
+    model: DigitsModel, x: torch.Tensor, t: int, labels: torch.Tensor, guidance_scale: float
+) -> torch.Tensor:
+    """The network's noise estimate, with classifier-free guidance.
+
+    ``uncond + guidance_scale * (cond - uncond)``: 0 ignores the label, 1 uses
+    it as trained, and more pushes harder towards what makes the label's
+    images differ from any digit. At 0 or 1 one pass is enough.
+    """
+    unet = model.unet
+    if guidance_scale == 1:
+        return unet(x, t, class_labels=labels).sample
+    nothing = torch.full_like(labels, model.null_label)
+    if guidance_scale == 0:
+        return unet(x, t, class_labels=nothing).sample
+    both = unet(torch.cat([x, x]), t, class_labels=torch.cat([labels, nothing]))
+    cond, uncond = both.sample.chunk(2)
+    return uncond + guidance_scale * (cond - uncond)
+
+
+def to_pixels(x: torch.Tensor) -> torch.Tensor:
+    """From the model's range [-1, 1] to pixel values in [0, 1] (clipped)."""
+    return (x.clamp(-1, 1) + 1) / 2
+
+
+@dataclass
+class Trace:
+    """What the loop saw: the timesteps, and after each step the image and the clean estimate.
+
+    ``images[0]`` is the starting noise and ``images[i + 1]`` the image after
+    step ``i``; ``estimates[i]`` is the network's guess of the final image at
+    step ``i``. All are pixel values in [0, 1], shaped like the samples.
+    """
+
+    timesteps: list[int]
+    images: list[torch.Tensor] = field(default_factory=list)
+    estimates: list[torch.Tensor] = field(default_factory=list)
+
+
+def _check_digits(digits: Any) -> torch.Tensor:
+    if isinstance(digits, (str, bytes)) or not isinstance(digits, Sequence) or len(digits) == 0:
+        raise TypeError(f"digits must be a non-empty sequence of ints 0-9, got {digits!r}")
+    for digit in digits:
+        if isinstance(digit, bool) or not isinstance(digit, int) or not 0 <= digit <= 9:
+            raise ValueError(f"digits must be ints in [0, 9], got {digit!r}")
+    return torch.tensor(list(digits))
+
+
+def sample(
+    model: DigitsModel,
+    digits: Sequence[int],
+    *,
+    sampler: str = "ddim",
+    steps: int = 25,
+    guidance_scale: float = DEFAULT_GUIDANCE,
+    seed: int = 0,
+    trace: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, Trace]:
+    """Draw one image of each requested digit, from noise, with the digits model.
+
+    Args:
+        model: from :func:`~llmsforme.diffusion.load_digits_model`.
+        digits: the "prompt": one int in 0-9 per image.
+        sampler: ``"ddim"`` (deterministic steps) or ``"ddpm"`` (fresh noise
+            at each step; needs more steps).
+        steps: denoising steps, 1 to the model's training timesteps (200).
+        guidance_scale: classifier-free guidance, >= 0 (0: ignore the label;
+            1: no guidance).
+        seed: seeds the starting noise and DDPM's noise: the same seed gives
+            the same images.
+        trace: also return a :class:`Trace` of every step.
+
+    Returns:
+        Images as a float tensor ``(len(digits), 1, 16, 16)`` in [0, 1]
+        (``(images, trace)`` with ``trace=True``).
+
+    Example::
+
+        >>> from llmsforme.diffusion import load_digits_model
+        >>> model = load_digits_model()
+        >>> images = sample(model, [0, 7], steps=10, seed=1)
+        >>> tuple(images.shape), bool(images.min() >= 0 and images.max() <= 1)
+        ((2, 1, 16, 16), True)
+    """
+    labels = _check_digits(digits)
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    timesteps = inference_timesteps(model.num_train_timesteps, steps)
+    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not guidance_scale >= 0:
+        raise ValueError(f"guidance_scale must be a number >= 0, got {guidance_scale!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    generator = torch.Generator().manual_seed(seed)
+    size = model.image_size
+    x = torch.randn((len(labels), 1, size, size), generator=generator)
+    record = Trace(timesteps, images=[to_pixels(x)]) if trace else None
+    with torch.no_grad():
+        for i, t in enumerate(timesteps):
+            prev_t = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+            noise_pred = predict_noise(model, x, t, labels, float(guidance_scale))
+            if sampler == "ddim":
+                x, x0 = ddim_step(noise_pred, t, prev_t, x, model.alphas_cumprod)
+            else:
+                x, x0 = ddpm_step(noise_pred, t, prev_t, x, model.alphas_cumprod, generator)
+            if record is not None:
+                record.images.append(to_pixels(x))
+                record.estimates.append(to_pixels(x0))
+    images = to_pixels(x)
+    return (images, record) if record is not None else images
