@@ -14,6 +14,7 @@ Taught in: [Next-token probabilities](../part-1/generating-text.ipynb#on-the-com
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -187,6 +188,51 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ask(args: argparse.Namespace) -> int:
+    """Answer a question from the course's pages, then list the sections used."""
+    from .apps.ask import Retriever, load_corpus, open_index
+    from .apps.ask.answer import context_messages, generate_answer
+    from .model_source import cache_root
+
+    if args.question is None and not args.build:
+        raise ValueError("ask needs a question (or --build to build the index only)")
+
+    def note(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    folder = cache_root() / "ask-index"
+    chunks = load_corpus()
+    if args.build:
+        from .apps.ask import build_index
+
+        build_index(chunks, folder, on_progress=note)
+        if args.question is None:
+            return 0
+    index = open_index(folder, chunks, on_progress=note)
+    with Retriever(index) as retriever:
+        hits = retriever.search(args.question, k=args.k, method=args.method)
+    if args.sources_only:
+        for hit in hits:
+            print(hit.chunk.url)
+        return 0
+    if args.base_url:
+        messages, used = context_messages(args.question, hits)
+        options = {"base_url": args.base_url, "model_name": args.model_name,
+                   "api_key": os.environ.get("OPENAI_API_KEY")}
+    else:
+        from .model_source import load_model
+
+        model, tokenizer = load_model(progress=False)
+        messages, used = context_messages(args.question, hits, count_tokens=lambda text: len(tokenizer(text).input_ids))
+        options = {"model": model, "tokenizer": tokenizer}
+    answer = generate_answer(messages, used, max_new_tokens=args.max_new_tokens,
+                             on_text=lambda text: print(text, end="", flush=True), **options)
+    print("\n\nSources (answers from a small model are drafts: check them here):")
+    for url in answer.sources:
+        print(url)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmsforme", description="The llmsforme course on the command line.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -252,6 +298,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_option(server)
     server.set_defaults(run=_serve)
+
+    ask = commands.add_parser("ask", help="ask the course a question (retrieval from its pages, then an answer)")
+    ask.add_argument("question", nargs="?", help='e.g. "How does top-p differ from top-k?"')
+    ask.add_argument("--build", action="store_true", help="(re)build the search index first")
+    ask.add_argument("--k", type=_positive_int, default=3, help="sections to retrieve (default 3)")
+    ask.add_argument("--method", choices=["vector", "keyword", "hybrid"], default="vector",
+                     help="how to retrieve (default: vector, the best on the course's question set)")
+    ask.add_argument("--sources-only", action="store_true", help="list the sections found, generate nothing")
+    ask.add_argument("--base-url", default=None,
+                     help="generate on this OpenAI-compatible server instead (key: $OPENAI_API_KEY)")
+    ask.add_argument("--model-name", default="smollm2-135m-instruct", help="the model to ask on --base-url")
+    ask.add_argument("--max-new-tokens", type=_positive_int, default=160)
+    ask.set_defaults(run=_ask)
     return parser
 
 

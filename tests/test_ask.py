@@ -1,0 +1,231 @@
+"""Ask the course: the corpus, the index and its manifest, and retrieval measured on the question set."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from llmsforme.apps.ask import (
+    IndexProblem,
+    Retriever,
+    build_index,
+    chunk_markdown,
+    keyword_query,
+    load_corpus,
+    open_index,
+    slugify,
+)
+from llmsforme.apps.ask.corpus import REPOSITORY
+from llmsforme.apps.ask.evaluate import load_questions, score_retrieval
+
+QUESTIONS = REPOSITORY / "examples" / "part-6" / "data" / "questions.jsonl"
+
+
+@pytest.fixture(scope="module")
+def chunks():
+    return load_corpus(REPOSITORY)
+
+
+@pytest.fixture(scope="module")
+def index(chunks, tmp_path_factory):
+    return build_index(chunks, tmp_path_factory.mktemp("ask") / "index", progress=False)
+
+
+@pytest.fixture(scope="module")
+def retriever(index):
+    with Retriever(index) as retriever:
+        yield retriever
+
+
+# --- the corpus ------------------------------------------------------------------------------
+
+
+def test_every_chunk_knows_its_page_and_section(chunks):
+    pages = {chunk.page for chunk in chunks}
+    assert "part-1/top-k-top-p/" in pages and "part-5/guidance/" in pages and "" in pages
+    assert not any(page.startswith("api/") for page in pages)
+    for chunk in chunks:
+        assert chunk.text.strip() and chunk.title and chunk.source
+        assert chunk.page == "" or chunk.page.endswith("/")
+        assert "```" not in chunk.text or chunk.text.count("```") % 2 == 0, chunk.url  # code blocks stay whole
+
+
+def test_every_anchor_exists_in_the_built_site(chunks, built_site):
+    missing = []
+    for chunk in chunks:
+        html = built_site / chunk.page / "index.html"
+        assert html.is_file(), chunk.page
+        if chunk.anchor and f'id="{chunk.anchor}"' not in html.read_text(encoding="utf-8"):
+            missing.append(chunk.url)
+    assert not missing, sorted(set(missing))[:10]
+
+
+def test_chunking_cuts_at_headings_and_splits_long_sections():
+    text = "# Title\nIntro.\n\n## A `code` heading\n" + "\n\n".join(["word " * 50] * 10) + "\n```\n# not a heading\n```\n"
+    chunks = chunk_markdown(text, page="p/", source="p.md", max_chars=600)
+    assert chunks[0].anchor == "title" and chunks[0].text == "Intro."
+    rest = chunks[1:]
+    assert len(rest) >= 4 and {c.anchor for c in rest} == {"a-code-heading"}
+    assert all(len(c.text) <= 600 for c in rest[:-1])
+    assert "# not a heading" in rest[-1].text  # a # inside a code block is code
+    repeated = chunk_markdown("## Notes\na\n## Notes\nb", page="p/", source="p.md")
+    assert [c.anchor for c in repeated] == ["notes", "notes_1"]
+    with pytest.raises(ValueError, match="max_chars"):
+        chunk_markdown("x", page="p/", source="p.md", max_chars=10)
+
+
+def test_slugify_matches_mkdocs():
+    from markdown.extensions.toc import slugify as reference  # MkDocs' own, from the site extra
+
+    for heading in ["Top-k and top-p (nucleus) sampling", "What \"multimodal\" means", "Étape 2: l'index",
+                    "Samplers: DDPM and DDIM", "A  double  space"]:
+        assert slugify(heading) == reference(heading, "-"), heading
+
+
+def test_a_corpus_needs_the_course(tmp_path):
+    with pytest.raises(FileNotFoundError, match="docs/ and examples/"):
+        load_corpus(tmp_path)
+
+
+# --- the index -------------------------------------------------------------------------------------
+
+
+def test_the_index_is_checked_and_rebuilt_when_the_course_changes(chunks, index, tmp_path):
+    folder = tmp_path / "copy"
+    shutil.copytree(index.folder, folder)
+    assert open_index(folder, chunks, rebuild=False).manifest["corpus"] == index.manifest["corpus"]
+    changed = chunks[:-1]
+    with pytest.raises(IndexProblem, match="the course changed"):
+        open_index(folder, changed, rebuild=False)
+    keywords = folder / "keywords.sqlite"
+    keywords.write_bytes(keywords.read_bytes()[:-100])
+    with pytest.raises(IndexProblem, match="keywords.sqlite is corrupt"):
+        open_index(folder, rebuild=False)
+    rebuilt = open_index(folder, chunks[:20], progress=False)  # rebuilds, and says why
+    assert len(rebuilt.chunks) == 20 and open_index(folder, chunks[:20], rebuild=False).chunks == chunks[:20]
+    with pytest.raises(IndexProblem, match="no index there yet"):
+        open_index(tmp_path / "nothing", rebuild=False)
+
+
+def test_build_refuses_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="non-empty sequence of Chunk"):
+        build_index([], tmp_path / "x")
+
+
+# --- retrieval ----------------------------------------------------------------------------------------
+
+
+def test_keyword_queries_carry_no_fts5_syntax():
+    assert keyword_query('top-p" OR NEAR(x) *') == '"top" OR "p" OR "or" OR "near" OR "x"'
+    assert keyword_query("?!") == ""
+
+
+@pytest.mark.parametrize(
+    ("question", "k", "method", "error", "message"),
+    [
+        ("", 3, "vector", ValueError, "question is empty"),
+        ("   ", 3, "vector", ValueError, "question is empty"),
+        ("x" * 10_000, 3, "vector", ValueError, "the limit is 2,000"),
+        (None, 3, "vector", TypeError, "question must be a str"),
+        ("top-p", 0, "vector", ValueError, r"k must be an int in \[1, 50\]"),
+        ("top-p", 3, "fuzzy", ValueError, "method must be one of"),
+    ],
+)
+def test_bad_questions_get_clear_errors(retriever, question, k, method, error, message):
+    with pytest.raises(error, match=message):
+        retriever.search(question, k=k, method=method)
+
+
+def test_markup_in_a_question_is_only_text(retriever):
+    hits = retriever.search("<script>alert('top-p')</script>", k=3, method="keyword")
+    assert len(hits) == 3
+
+
+def test_the_question_set_is_what_the_issue_asks_for():
+    questions = load_questions(QUESTIONS)
+    assert len(questions) >= 45 and sum(not q.answerable for q in questions) >= 5
+    assert len({q.question for q in questions}) == len(questions)
+
+
+def test_every_relevant_page_exists(chunks):
+    pages = {chunk.page for chunk in chunks}
+    for question in load_questions(QUESTIONS):
+        assert set(question.pages) <= pages, question
+
+
+def test_retrieval_finds_the_right_page(retriever):
+    questions = load_questions(QUESTIONS)
+    scores = {m: score_retrieval(retriever, questions, method=m) for m in ("vector", "keyword", "hybrid")}
+    best = max(scores.values(), key=lambda s: (s.hit_at[3], s.mrr))
+    assert best.hit_at[3] >= 0.85, {m: s.hit_at for m, s in scores.items()}
+    for method, score in scores.items():
+        assert score.hit_at[1] <= score.hit_at[3] <= score.hit_at[5], method
+        assert score.hit_at[1] <= score.mrr <= 1, method  # a question found first counts 1 in both
+        assert len(score.ranks) == sum(q.answerable for q in questions)
+
+
+# --- answering --------------------------------------------------------------------------------------
+
+
+def test_the_context_fits_its_budget(retriever):
+    from llmsforme.apps.ask.answer import SYSTEM, context_messages
+
+    hits = retriever.search("How does top-p differ from top-k?", k=5)
+    messages, used = context_messages("How does top-p differ from top-k?", hits, budget=400)
+    assert messages[0]["content"].startswith(SYSTEM) and messages[1]["content"].startswith("How does")
+    assert 1 <= len(used) < 5 and used == hits[: len(used)]
+    assert len(messages[0]["content"]) // 4 <= 400 + len(used[0].chunk.for_embedding()) // 4
+    with pytest.raises(ValueError, match="budget"):
+        context_messages("x", hits, budget=10)
+
+
+def test_an_answer_cites_what_it_was_given(retriever, course_model):
+    from llmsforme.apps.ask.answer import context_messages, generate_answer
+    from llmsforme.server import start_server
+
+    question = "What does top-p keep?"
+    messages, used = context_messages(question, retriever.search(question, k=2))
+    shown = []
+    local = generate_answer(messages, used, model=course_model[0], tokenizer=course_model[1],
+                            max_new_tokens=12, on_text=shown.append)
+    assert local.sources == tuple(hit.chunk.url for hit in used) and local.text == "".join(shown).strip()
+    with start_server(*course_model) as server:  # the same answer through any OpenAI-compatible server
+        remote = generate_answer(messages, used, base_url=server.base_url, max_new_tokens=12)
+    assert remote == local
+    with pytest.raises(ValueError, match="either model"):
+        generate_answer(messages, used)
+
+
+# --- the shipped corpus and the command line -----------------------------------------------------------
+
+
+def test_the_shipped_corpus_is_the_course(chunks):
+    assert load_corpus() == chunks, "the pages changed: run .venv/bin/python scripts/ask_corpus.py"
+
+
+def test_llmsforme_ask_lists_its_sources(index, tmp_path, monkeypatch, capsys):
+    from llmsforme.cli import main
+
+    monkeypatch.setenv("LLMSFORME_CACHE", str(tmp_path))
+    shutil.copytree(index.folder, tmp_path / "ask-index")  # the index the fixture built
+    assert main(["ask", "--sources-only", "--k", "2", "How does top-p differ from top-k?"]) == 0
+    out = capsys.readouterr().out.split()
+    assert len(out) == 2 and out[0].startswith("part-1/top-k-top-p/")
+    assert main(["ask", "--sources-only", "  "]) == 2
+    assert "question is empty" in capsys.readouterr().err
+    assert main(["ask"]) == 2
+    assert "needs a question" in capsys.readouterr().err
+
+
+def test_llmsforme_ask_answers_through_a_server(index, tmp_path, monkeypatch, capsys, course_model):
+    from llmsforme.cli import main
+    from llmsforme.server import start_server
+
+    monkeypatch.setenv("LLMSFORME_CACHE", str(tmp_path))
+    shutil.copytree(index.folder, tmp_path / "ask-index")
+    with start_server(*course_model) as server:
+        assert main(["ask", "--base-url", server.base_url, "--max-new-tokens", "8", "What is top-p?"]) == 0
+    text, sources = capsys.readouterr().out.split("Sources (")
+    assert text.strip() and "part-" in sources
