@@ -194,8 +194,8 @@ def _ask(args: argparse.Namespace) -> int:
     from .apps.ask.answer import context_messages, generate_answer
     from .model_source import cache_root
 
-    if args.question is None and not args.build:
-        raise ValueError("ask needs a question (or --build to build the index only)")
+    if args.question is None and not (args.build or args.serve):
+        raise ValueError("ask needs a question (or --build to build the index, --serve for the web page)")
 
     def note(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -206,9 +206,11 @@ def _ask(args: argparse.Namespace) -> int:
         from .apps.ask import build_index
 
         build_index(chunks, folder, on_progress=note)
-        if args.question is None:
+        if args.question is None and not args.serve:
             return 0
     index = open_index(folder, chunks, on_progress=note)
+    if args.serve:
+        return _ask_serve(args, index)
     with Retriever(index) as retriever:
         hits = retriever.search(args.question, k=args.k, method=args.method)
     if args.sources_only:
@@ -230,6 +232,33 @@ def _ask(args: argparse.Namespace) -> int:
     print("\n\nSources (answers from a small model are drafts: check them here):")
     for url in answer.sources:
         print(url)
+    return 0
+
+
+def _ask_serve(args: argparse.Namespace, index: Any) -> int:
+    """``llmsforme ask --serve``: the web page, on this machine only unless --host says otherwise."""
+    from .apps.ask import Retriever
+    from .apps.ask.answer import generate_answer
+    from .apps.ask.web import create_ask_app
+    from .server import serve_app
+
+    if args.base_url:
+        options = {"base_url": args.base_url, "model_name": args.model_name, "api_key": os.environ.get("OPENAI_API_KEY")}
+    else:
+        from .model_source import load_model
+
+        model, tokenizer = load_model(progress=False)
+        options = {"model": model, "tokenizer": tokenizer}
+
+    def generate(messages: Any, used: Any, on_text: Any) -> Any:
+        return generate_answer(messages, used, max_new_tokens=args.max_new_tokens, on_text=on_text, **options)
+
+    with Retriever(index) as retriever:
+        try:
+            serve_app(create_ask_app(retriever, generate, k=args.k), host=args.host, port=args.port,
+                      name="Ask the course")
+        except KeyboardInterrupt:
+            pass
     return 0
 
 
@@ -310,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="generate on this OpenAI-compatible server instead (key: $OPENAI_API_KEY)")
     ask.add_argument("--model-name", default="smollm2-135m-instruct", help="the model to ask on --base-url")
     ask.add_argument("--max-new-tokens", type=_positive_int, default=160)
+    ask.add_argument("--serve", action="store_true", help="serve the web page instead of answering once")
+    ask.add_argument("--host", default="127.0.0.1", help="with --serve: address to listen on (default: this machine only)")
+    ask.add_argument("--port", type=int, default=8001, help="with --serve: the port (0 picks a free one)")
     ask.set_defaults(run=_ask)
     return parser
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -229,3 +230,78 @@ def test_llmsforme_ask_answers_through_a_server(index, tmp_path, monkeypatch, ca
         assert main(["ask", "--base-url", server.base_url, "--max-new-tokens", "8", "What is top-p?"]) == 0
     text, sources = capsys.readouterr().out.split("Sources (")
     assert text.strip() and "part-" in sources
+
+
+# --- the web page ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def web(retriever):
+    from fastapi.testclient import TestClient
+
+    from llmsforme.apps.ask.answer import Answer
+    from llmsforme.apps.ask.web import create_ask_app
+
+    def generate(messages, used, on_text):  # a stand-in model: the route's streaming is what is tested
+        for piece in ("Top-p keeps ", "the smallest set."):
+            on_text(piece)
+        return Answer("Top-p keeps the smallest set.", tuple(hit.chunk.url for hit in used))
+
+    return TestClient(create_ask_app(retriever, generate, k=2), raise_server_exceptions=False)
+
+
+def test_the_web_route_streams_sources_then_the_answer(web):
+    response = web.post("/api/ask", json={"question": "How does top-p differ from top-k?"})
+    assert response.status_code == 200 and response.headers["content-type"].startswith("application/x-ndjson")
+    lines = [json.loads(line) for line in response.text.splitlines()]
+    assert len(lines[0]["sources"]) == 2
+    assert lines[0]["sources"][0]["url"].startswith("https://llmsforme.github.io/llmsforme/part-1/top-k-top-p/")
+    assert "".join(line.get("text", "") for line in lines) == "Top-p keeps the smallest set."
+    assert lines[-1] == {"done": True}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"question": ""}, "write a question first"),
+        ({"question": "   "}, "write a question first"),
+        ({"question": "x" * 10_000}, "10,000 characters; the limit is 2,000"),
+        ({"question": 42}, "write a question first"),
+        ({}, "write a question first"),
+        ("not json", "must be JSON"),
+    ],
+)
+def test_bad_questions_get_a_400_with_a_message(web, body, message):
+    if isinstance(body, str):
+        response = web.post("/api/ask", content=body, headers={"content-type": "application/json"})
+    else:
+        response = web.post("/api/ask", json=body)
+    assert response.status_code == 400
+    assert message in response.json()["error"]["message"]
+
+
+def test_a_failing_model_is_reported_without_a_traceback(retriever):
+    from fastapi.testclient import TestClient
+
+    from llmsforme.apps.ask.web import create_ask_app
+
+    def broken(messages, used, on_text):
+        raise RuntimeError("secret detail /home/someone/model")
+
+    client = TestClient(create_ask_app(retriever, broken), raise_server_exceptions=False)
+    response = client.post("/api/ask", json={"question": "What is top-p?"})
+    last = json.loads(response.text.splitlines()[-1])
+    assert last == {"error": {"message": "the server failed while writing the answer"}}
+    assert "secret" not in response.text and "Traceback" not in response.text
+
+
+def test_the_page_loads_nothing_from_elsewhere_and_never_runs_markup(web):
+    page = web.get("/").text
+    assert web.get("/static/ask.js").status_code == 200 and web.get("/static/ask.css").status_code == 200
+    assert web.get("/static/secret.txt").status_code == 404
+    assert "http://" not in page and "https://" not in page  # no CDN, no fonts, no analytics
+    script = web.get("/static/ask.js").text
+    assert "innerHTML" not in script and "insertAdjacentHTML" not in script and "eval(" not in script
+    assert "textContent" in script
+    response = web.post("/api/ask", json={"question": "<script>alert(1)</script> top-p?"})
+    assert response.status_code == 200  # markup is only text to the server

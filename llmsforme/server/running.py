@@ -22,7 +22,7 @@ import uvicorn
 from .app import DEFAULT_MAX_TOKENS, RateLimit, create_app
 from .engine import Engine
 
-__all__ = ["BackgroundServer", "start_server", "serve", "LOOPBACK"]
+__all__ = ["BackgroundServer", "start_server", "serve", "serve_app", "LOOPBACK"]
 
 #: Addresses only this machine can reach.
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -176,3 +176,19 @@ def serve(
     finally:
         sock.close()
         engine.close()
+
+
+def serve_app(app: Any, *, host: str = "127.0.0.1", port: int = 8000, name: str = "the app") -> None:
+    """Serve any ASGI ``app`` in the foreground until Ctrl+C, printing its address first.
+
+    Used by ``llmsforme ask --serve``; ``port=0`` picks a free port.
+    """
+    sock = _bind(host, port)
+    if host not in LOOPBACK:
+        print(f"llmsforme: warning: {name} listens on {host}: anyone who can reach this machine can use it.",
+              file=sys.stderr)
+    print(f"Serving {name} at {_base_url(sock).removesuffix('/v1')}/ (Ctrl+C stops)", flush=True)
+    try:
+        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+    finally:
+        sock.close()

@@ -8,7 +8,7 @@ package's own ``chat``) or from any OpenAI-compatible server
 135 million parameters, the retrieval is the product and the answer text
 is a draft.
 
-Taught in: [Prompting with context](../part-6/prompting.ipynb).
+Taught in: [From idea to MVP](../part-6/mvp.md).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ of level 1 to 3, then at blank lines when a section is longer than
 ``max_chars``. Every chunk keeps the address of its section on the site
 (``part-1/top-k-top-p/#top-p``), so that an answer can cite it.
 
-Taught in: [Embeddings and retrieval](../part-6/retrieval.ipynb).
+Taught in: [From idea to MVP](../part-6/mvp.md).
 """
 
 from __future__ import annotations

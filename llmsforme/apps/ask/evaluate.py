@@ -6,7 +6,7 @@ answerable questions answered within the first k chunks; the **mean
 reciprocal rank** (MRR) averages 1/r (0 when not found in the first
 ``depth`` chunks), so it rewards putting the right page first.
 
-Taught in: [Evaluating Ask the course](../part-6/evaluation.ipynb).
+Taught in: [From idea to MVP](../part-6/mvp.md).
 """
 
 from __future__ import annotations

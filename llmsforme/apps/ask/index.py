@@ -8,7 +8,7 @@ and the sha256 of each file. The folder is written next to its final
 place and renamed into it, so a crash never leaves half an index.
 ``open_index`` checks all of it and rebuilds when the course changed.
 
-Taught in: [Embeddings and retrieval](../part-6/retrieval.ipynb).
+Taught in: [From idea to MVP](../part-6/mvp.md).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@
 - **hybrid** search merges the two rankings by reciprocal rank fusion
   (Cormack et al., 2009): each chunk scores ``1 / (60 + rank)`` in each list.
 
-Taught in: [Embeddings and retrieval](../part-6/retrieval.ipynb).
+Taught in: [From idea to MVP](../part-6/mvp.md).
 """
 
 from __future__ import annotations
