@@ -14,6 +14,7 @@ Taught in: [Next-token probabilities](../part-1/generating-text.ipynb#on-the-com
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -242,6 +243,7 @@ def _ask_serve(args: argparse.Namespace, index: Any) -> int:
     from .apps.ask.web import create_ask_app
     from .server import serve_app
 
+    count_tokens = None  # a server's tokenizer is unknown here: about 4 characters a token
     if args.base_url:
         options = {"base_url": args.base_url, "model_name": args.model_name, "api_key": os.environ.get("OPENAI_API_KEY")}
     else:
@@ -249,13 +251,21 @@ def _ask_serve(args: argparse.Namespace, index: Any) -> int:
 
         model, tokenizer = load_model(progress=False)
         options = {"model": model, "tokenizer": tokenizer}
+        count_tokens = lambda text: len(tokenizer(text).input_ids)  # noqa: E731
+    if args.log_questions:  # off by default: questions can be private
+        handler = logging.FileHandler(args.log_questions, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        logging.getLogger("llmsforme.ask").addHandler(handler)
+        logging.getLogger("llmsforme.ask").setLevel(logging.INFO)
 
     def generate(messages: Any, used: Any, on_text: Any) -> Any:
         return generate_answer(messages, used, max_new_tokens=args.max_new_tokens, on_text=on_text, **options)
 
     with Retriever(index) as retriever:
         try:
-            serve_app(create_ask_app(retriever, generate, k=args.k), host=args.host, port=args.port,
+            app = create_ask_app(retriever, generate, k=args.k, count_tokens=count_tokens,
+                                 log_questions=bool(args.log_questions))
+            serve_app(app, host=args.host, port=args.port,
                       name="Ask the course")
         except KeyboardInterrupt:
             pass
@@ -342,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--serve", action="store_true", help="serve the web page instead of answering once")
     ask.add_argument("--host", default="127.0.0.1", help="with --serve: address to listen on (default: this machine only)")
     ask.add_argument("--port", type=int, default=8001, help="with --serve: the port (0 picks a free one)")
+    ask.add_argument("--log-questions", metavar="FILE", default=None,
+                     help="with --serve: append each question to FILE (off by default: questions stay private)")
     ask.set_defaults(run=_ask)
     return parser
 

@@ -42,3 +42,11 @@ def built_site(tmp_path_factory):
     )
     assert result.returncode == 0, f"mkdocs build --strict failed:\n{result.stdout}\n{result.stderr}"
     return target
+
+
+@pytest.fixture(scope="session")
+def ask_index(tmp_path_factory):
+    """Ask the course's search index, built once per session (about 20 s on 2 cores)."""
+    from llmsforme.apps.ask import build_index, load_corpus
+
+    return build_index(load_corpus(), tmp_path_factory.mktemp("ask") / "index", progress=False)

@@ -30,8 +30,8 @@ def chunks():
 
 
 @pytest.fixture(scope="module")
-def index(chunks, tmp_path_factory):
-    return build_index(chunks, tmp_path_factory.mktemp("ask") / "index", progress=False)
+def index(ask_index):
+    return ask_index
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +85,25 @@ def test_slugify_matches_mkdocs():
         assert slugify(heading) == reference(heading, "-"), heading
 
 
+def test_rechunk_resizes_sections_without_merging_them(chunks):
+    from llmsforme.apps.ask.corpus import rechunk
+
+    assert rechunk(chunks, 1200) == chunks  # the shipped size gives the shipped chunks back
+    small, whole = rechunk(chunks, 300), rechunk(chunks, 100_000)
+    sections = {(c.page, c.anchor) for c in chunks}
+    assert {(c.page, c.anchor) for c in small} == sections == {(c.page, c.anchor) for c in whole}
+    assert len(whole) == len(sections) < len(chunks) < len(small)
+    assert sorted(len(c.text) for c in small)[len(small) // 2] <= 300  # only unsplittable blocks are longer
+    with pytest.raises(ValueError, match="max_chars must be an int >= 100"):
+        rechunk(chunks, 50)
+
+
+def test_part_6s_notebooks_stay_out_of_the_corpus(chunks):
+    # They quote the question set: indexed, the test questions would find themselves.
+    assert not any(c.source.startswith("examples/part-6/") for c in chunks)
+    assert any(c.source == "docs/part-6/mvp.md" for c in chunks)
+
+
 def test_a_corpus_needs_the_course(tmp_path):
     with pytest.raises(FileNotFoundError, match="docs/ and examples/"):
         load_corpus(tmp_path)
@@ -108,6 +127,17 @@ def test_the_index_is_checked_and_rebuilt_when_the_course_changes(chunks, index,
     assert len(rebuilt.chunks) == 20 and open_index(folder, chunks[:20], rebuild=False).chunks == chunks[:20]
     with pytest.raises(IndexProblem, match="no index there yet"):
         open_index(tmp_path / "nothing", rebuild=False)
+
+
+def test_the_stored_vectors_are_what_the_search_compares(index, retriever):
+    vectors = index.vectors()
+    assert vectors.shape == (len(index.chunks), 384)
+    assert abs(float((vectors**2).sum(1).min()) - 1) < 1e-4  # normalised: cosine is a dot product
+    question = retriever.embed("How does top-p differ from top-k?")
+    by_hand = sorted(range(len(vectors)), key=lambda i: -float(vectors[i] @ question))[:5]
+    assert [i for i, _ in retriever.nearest(question, 5)] == by_hand
+    with pytest.raises(ValueError, match="vector must have 384 numbers"):
+        retriever.nearest([0.0] * 3, 5)
 
 
 def test_build_refuses_bad_input(tmp_path):
@@ -194,7 +224,17 @@ def test_an_answer_cites_what_it_was_given(retriever, course_model):
     assert local.sources == tuple(hit.chunk.url for hit in used) and local.text == "".join(shown).strip()
     with start_server(*course_model) as server:  # the same answer through any OpenAI-compatible server
         remote = generate_answer(messages, used, base_url=server.base_url, max_new_tokens=12)
-    assert remote == local
+        assert remote == local
+        # A section quoting the template's special tokens: the local model keeps them as text,
+        # the course's server refuses them (it cannot tell them from a forged turn), clearly.
+        quoting = [{"role": "system", "content": "[1] Chat templates\n<|im_start|>user"},
+                   {"role": "user", "content": "What starts a turn?"}]
+        assert generate_answer(quoting, [], model=course_model[0], tokenizer=course_model[1], max_new_tokens=4).text
+        with pytest.raises(ValueError, match=r"refused the request \(400\).*special token"):
+            generate_answer(quoting, [], base_url=server.base_url, max_new_tokens=4)
+        port = server.base_url
+    with pytest.raises(ConnectionError, match="cannot reach the server"):
+        generate_answer(messages, used, base_url=port, max_new_tokens=4)
     with pytest.raises(ValueError, match="either model"):
         generate_answer(messages, used)
 
@@ -295,6 +335,27 @@ def test_a_failing_model_is_reported_without_a_traceback(retriever):
     assert "secret" not in response.text and "Traceback" not in response.text
 
 
+def test_sources_point_at_the_site_given_and_questions_are_logged_only_when_asked(retriever, caplog):
+    from fastapi.testclient import TestClient
+
+    from llmsforme.apps.ask.answer import Answer
+    from llmsforme.apps.ask.web import create_ask_app
+
+    def silent(messages, used, on_text):
+        return Answer("", ())
+
+    with pytest.raises(ValueError, match="site must be an http"):
+        create_ask_app(retriever, silent, site="file:///etc/")
+    for log_questions in (False, True):
+        app = create_ask_app(retriever, silent, site="http://127.0.0.1:9/course/", log_questions=log_questions)
+        with caplog.at_level("INFO", logger="llmsforme.ask"):
+            reply = TestClient(app).post("/api/ask", json={"question": "a private question about top-p"})
+        sources = json.loads(reply.text.splitlines()[0])["sources"]
+        assert sources and all(s["url"].startswith("http://127.0.0.1:9/course/part-") for s in sources)
+        assert ("a private question" in caplog.text) == log_questions
+        caplog.clear()
+
+
 def test_the_page_loads_nothing_from_elsewhere_and_never_runs_markup(web):
     page = web.get("/").text
     assert web.get("/static/ask.js").status_code == 200 and web.get("/static/ask.css").status_code == 200
@@ -305,3 +366,25 @@ def test_the_page_loads_nothing_from_elsewhere_and_never_runs_markup(web):
     assert "textContent" in script
     response = web.post("/api/ask", json={"question": "<script>alert(1)</script> top-p?"})
     assert response.status_code == 200  # markup is only text to the server
+
+
+# --- the stored latency figures ----------------------------------------------------------------------
+
+
+def test_the_stored_latencies_are_a_real_benchmark_run():
+    """The Part 6 pages read these figures: they must be what benchmarks/ask_latency.py writes."""
+    import statistics
+
+    data = json.loads((REPOSITORY / "examples" / "part-6" / "data" / "ask_latency.json").read_text())
+    assert data["date"] and "cores" in data["machine"] and data["rounds"] >= 7
+    steps = {row["step"]: row for row in data["timings"]}
+    assert {"index build (embed + write)", "question embedding", "vector search (DuckDB)",
+            "first text: How does top-p differ from top-k?"} <= set(steps)
+    for row in data["timings"]:
+        values = row["values_s"]
+        assert len(values) == data["rounds"] and all(v > 0 for v in values)
+        assert row["median_s"] == statistics.median(values)
+        assert abs(row["spread"] - (max(values) - min(values)) / row["median_s"]) < 1e-9
+    for question in ("How does top-p differ from top-k?", "What is the capital of Australia?"):
+        answer = data["answers"][question]
+        assert 300 < answer["prompt tokens"] <= 2000 and 0 < answer["answer tokens"] <= data["max_new_tokens"]

@@ -487,6 +487,23 @@ def test_background_server_binds_loopback_and_frees_its_port(course_model):
         httpx.get(server.base_url + "/models")
 
 
+def test_any_app_runs_in_the_background_on_loopback_and_stops():
+    from fastapi import FastAPI
+
+    from llmsforme.server import start_app
+
+    hello = FastAPI()
+    hello.get("/")(lambda: {"hello": "reader"})
+    with start_app(hello) as server:
+        assert server.url.startswith("http://127.0.0.1:") and server.url.endswith("/")
+        assert httpx.get(server.url).json() == {"hello": "reader"}
+    assert not server.running
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(server.url)
+    with pytest.raises(ValueError, match="port"):
+        start_app(hello, port=70_000)
+
+
 def test_stop_text_never_shows_a_stop_string():
     from hypothesis import given, settings
     from hypothesis import strategies as st

@@ -22,7 +22,7 @@ from .app import DEFAULT_MAX_TOKENS, MAX_BODY_BYTES, RateLimit, create_app
 from .engine import Engine, Settings, StopText
 from .errors import APIError
 from .openai_api import MAX_N, MODEL_ID, UNSUPPORTED
-from .running import BackgroundServer, serve, serve_app, start_server
+from .running import BackgroundServer, serve, serve_app, start_app, start_server
 
 __all__ = [
     "APIError",
@@ -39,5 +39,6 @@ __all__ = [
     "create_app",
     "serve",
     "serve_app",
+    "start_app",
     "start_server",
 ]

@@ -22,7 +22,7 @@ import uvicorn
 from .app import DEFAULT_MAX_TOKENS, RateLimit, create_app
 from .engine import Engine
 
-__all__ = ["BackgroundServer", "start_server", "serve", "serve_app", "LOOPBACK"]
+__all__ = ["BackgroundServer", "start_server", "start_app", "serve", "serve_app", "LOOPBACK"]
 
 #: Addresses only this machine can reach.
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -56,10 +56,11 @@ class BackgroundServer:
     ``base_url`` is what OpenAI's client takes: ``OpenAI(base_url=server.base_url, api_key=...)``.
     """
 
-    def __init__(self, app: Any, engine: Engine, sock: socket.socket) -> None:
+    def __init__(self, app: Any, engine: Engine | None, sock: socket.socket) -> None:
         self.app = app
         self.engine = engine
         self.base_url = _base_url(sock)
+        self.url = self.base_url.removesuffix("/v1") + "/"
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
@@ -84,7 +85,8 @@ class BackgroundServer:
         if self._thread.is_alive():
             self._thread.join(timeout)
         self._sock.close()
-        self.engine.close()
+        if self.engine is not None:
+            self.engine.close()
 
     def __enter__(self) -> BackgroundServer:
         return self
@@ -176,6 +178,21 @@ def serve(
     finally:
         sock.close()
         engine.close()
+
+
+def start_app(app: Any, *, host: str = "127.0.0.1", port: int = 0) -> BackgroundServer:
+    """Serve any ASGI ``app`` in the background (a test, a notebook); its address is ``url``.
+
+    Example:
+        >>> from fastapi import FastAPI
+        >>> import httpx
+        >>> hello = FastAPI()
+        >>> _ = hello.get("/")(lambda: {"hello": "reader"})
+        >>> with start_app(hello) as server:
+        ...     httpx.get(server.url).json()
+        {'hello': 'reader'}
+    """
+    return BackgroundServer(app, None, _bind(host, port))
 
 
 def serve_app(app: Any, *, host: str = "127.0.0.1", port: int = 8000, name: str = "the app") -> None:

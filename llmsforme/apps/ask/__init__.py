@@ -9,7 +9,7 @@ Taught in: [Part 6](../part-6/index.md).
 """
 
 from .corpus import Chunk, chunk_markdown, corpus_hash, load_corpus, page_path, slugify
-from .index import Index, IndexProblem, build_index, embedding_model, open_index
+from .index import Index, IndexProblem, build_index, course_index, embedding_model, open_index
 from .retrieve import METHODS, Hit, Retriever, keyword_query
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "build_index",
     "chunk_markdown",
     "corpus_hash",
+    "course_index",
     "embedding_model",
     "keyword_query",
     "load_corpus",

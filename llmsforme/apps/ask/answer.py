@@ -8,7 +8,7 @@ package's own ``chat``) or from any OpenAI-compatible server
 135 million parameters, the retrieval is the product and the answer text
 is a draft.
 
-Taught in: [From idea to MVP](../part-6/mvp.md).
+Taught in: [Prompting with context](../part-6/prompting.ipynb); the plan in [From idea to MVP](../part-6/mvp.md).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ SYSTEM = (
     "sections below. If they do not contain the answer, reply exactly: I don't know. "
     "Keep the answer short."
 )
+"""The system instruction; the retrieved sections follow it, numbered."""
 
 
 @dataclass(frozen=True)
@@ -83,20 +84,32 @@ def generate_answer(
         raise ValueError("give either model and tokenizer (local) or base_url (a server), not both")
     show = on_text or (lambda text: None)
     if base_url is not None:
-        from openai import OpenAI
+        import openai
 
-        client = OpenAI(base_url=base_url, api_key=api_key or "not-needed")
-        stream = client.chat.completions.create(
-            model=model_name, messages=messages, temperature=0, max_tokens=max_new_tokens, stream=True
-        )
+        client = openai.OpenAI(base_url=base_url, api_key=api_key or "not-needed")
         pieces = []
-        for chunk in stream:
-            if chunk.choices and chunk.choices[0].delta.content:
-                pieces.append(chunk.choices[0].delta.content)
-                show(pieces[-1])
+        try:
+            stream = client.chat.completions.create(
+                model=model_name, messages=messages, temperature=0, max_tokens=max_new_tokens, stream=True
+            )
+            for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    pieces.append(chunk.choices[0].delta.content)
+                    show(pieces[-1])
+        except openai.APIConnectionError as error:
+            raise ConnectionError(f"cannot reach the server at {base_url}: {error}") from error
+        except openai.APIStatusError as error:
+            # e.g. the course's own server refuses sections that quote its template's
+            # special tokens: it cannot tell them from forged turns (Part 1's guard).
+            raise ValueError(f"the server at {base_url} refused the request ({error.status_code}): "
+                             f"{error.message}") from error
         text = "".join(pieces)
     else:
         from ...chat import chat
 
-        text = chat(model, tokenizer, messages, max_new_tokens=max_new_tokens, on_text=show)[-1]["content"]
+        # The sections are data, and some quote the template's special tokens
+        # (Part 1 teaches them): keep those as plain text, never as turns.
+        reply = chat(model, tokenizer, messages, max_new_tokens=max_new_tokens, on_text=show,
+                     on_special_tokens="neutralise")
+        text = reply[-1]["content"]
     return Answer(text.strip(), tuple(hit.chunk.url for hit in used))

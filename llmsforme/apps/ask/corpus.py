@@ -6,7 +6,7 @@ of level 1 to 3, then at blank lines when a section is longer than
 ``max_chars``. Every chunk keeps the address of its section on the site
 (``part-1/top-k-top-p/#top-p``), so that an answer can cite it.
 
-Taught in: [From idea to MVP](../part-6/mvp.md).
+Taught in: [Embeddings and retrieval](../part-6/embeddings.ipynb); the plan in [From idea to MVP](../part-6/mvp.md).
 """
 
 from __future__ import annotations
@@ -15,16 +15,19 @@ import hashlib
 import json
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-__all__ = ["Chunk", "chunk_markdown", "corpus_hash", "load_corpus", "page_path", "slugify"]
+__all__ = ["Chunk", "chunk_markdown", "corpus_hash", "load_corpus", "page_path", "rechunk", "slugify"]
 
 #: The course's repository, when the package runs from a checkout of it.
 REPOSITORY = Path(__file__).resolve().parents[3]
-#: Pages that are not course text: the generated API reference.
-SKIPPED = ("api/",)
+#: Files left out of the corpus: the generated API reference (not course
+#: text), and Part 6's notebooks, which measure this application on its
+#: question set and quote those questions: indexed, the test set would
+#: find itself.
+SKIPPED = ("docs/api/", "examples/part-6/")
 HEADING = re.compile(r"^(#{1,3})\s+(.+?)\s*#*\s*$")
 FENCE = re.compile(r"^\s*(```|~~~)")
 
@@ -171,7 +174,7 @@ def _course_files(root: Path) -> list[Path]:
     pages = sorted((root / "docs").rglob("*.md"))
     notebooks = sorted(path for path in (root / "examples").rglob("*.ipynb") if ".ipynb_checkpoints" not in path.parts)
     return [
-        path for path in pages + notebooks if not path.relative_to(root).as_posix().startswith(tuple(f"docs/{s}" for s in SKIPPED))
+        path for path in pages + notebooks if not path.relative_to(root).as_posix().startswith(SKIPPED)
     ]
 
 
@@ -199,6 +202,32 @@ def load_corpus(root: str | Path | None = None, *, max_chars: int = 1200) -> lis
         text = _notebook_markdown(path) if path.suffix == ".ipynb" else path.read_text(encoding="utf-8")
         chunks += chunk_markdown(text, page=page_path(relative), source=relative, max_chars=max_chars)
     return chunks
+
+
+def rechunk(chunks: Sequence[Chunk], max_chars: int) -> list[Chunk]:
+    """The same sections cut to another size: parts of one section are joined, then split again.
+
+    Sections are never merged (a chunk keeps one address on the site), so a
+    large ``max_chars`` gives one chunk per section. This is how Part 6
+    measures chunk size against retrieval, from the corpus in the package.
+
+    Example::
+
+        >>> chunks = chunk_markdown("# A\\n" + "word " * 100 + "\\n\\n" + "more " * 100, page="p/", source="p.md")
+        >>> len(chunks), len(rechunk(chunks, 400)), len(rechunk(chunks, 10_000))
+        (1, 2, 1)
+    """
+    if isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 100:
+        raise ValueError(f"max_chars must be an int >= 100, got {max_chars!r}")
+    sections: list[tuple[Chunk, list[str]]] = []
+    for chunk in chunks:
+        if sections and (sections[-1][0].page, sections[-1][0].anchor) == (chunk.page, chunk.anchor):
+            sections[-1][1].append(chunk.text)
+        else:
+            sections.append((chunk, [chunk.text]))
+    return [
+        replace(first, text=part) for first, texts in sections for part in _split("\n\n".join(texts), max_chars)
+    ]
 
 
 def corpus_hash(chunks: Iterable[Chunk]) -> str:

@@ -6,7 +6,7 @@ answerable questions answered within the first k chunks; the **mean
 reciprocal rank** (MRR) averages 1/r (0 when not found in the first
 ``depth`` chunks), so it rewards putting the right page first.
 
-Taught in: [From idea to MVP](../part-6/mvp.md).
+Taught in: [Evaluation](../part-6/evaluation.ipynb); the plan in [From idea to MVP](../part-6/mvp.md).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ and the sha256 of each file. The folder is written next to its final
 place and renamed into it, so a crash never leaves half an index.
 ``open_index`` checks all of it and rebuilds when the course changed.
 
-Taught in: [From idea to MVP](../part-6/mvp.md).
+Taught in: [Embeddings and retrieval](../part-6/embeddings.ipynb); the plan in [From idea to MVP](../part-6/mvp.md).
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ from typing import Any
 
 from .corpus import Chunk, corpus_hash
 
-__all__ = ["DIMENSIONS", "INDEX_FORMAT", "Index", "IndexProblem", "build_index", "embedding_model", "open_index"]
+__all__ = [
+    "DIMENSIONS", "INDEX_FORMAT", "Index", "IndexProblem", "build_index", "course_index", "embedding_model", "open_index",
+]
 
 INDEX_FORMAT = 1
 DIMENSIONS = 384  #: all-MiniLM-L6-v2's vectors
@@ -79,6 +81,15 @@ class Index:
     @property
     def keywords_path(self) -> Path:
         return self.folder / KEYWORDS
+
+    def vectors(self) -> Any:
+        """Every chunk's stored embedding as a NumPy array, one row per chunk, in order."""
+        import duckdb
+        import numpy as np
+
+        with duckdb.connect(str(self.vectors_path), read_only=True) as db:
+            rows = db.execute("SELECT embedding FROM chunks ORDER BY id").fetchall()
+        return np.array([row[0] for row in rows], dtype=np.float32)
 
 
 def _versions() -> dict[str, str]:
@@ -190,3 +201,21 @@ def open_index(
     if on_progress:
         on_progress(f"building the index ({problem})")
     return build_index(chunks, folder, on_progress=on_progress, progress=progress)
+
+
+def course_index(*, on_progress: Callable[[str], None] | None = None, progress: bool = False) -> Index:
+    """The index of the whole course, in the package's cache (``$LLMSFORME_CACHE/ask-index``).
+
+    Built at first use and whenever the course changes (about 20 s on 2
+    cores), then opened in a moment. ``llmsforme ask`` uses this one.
+
+    Example::
+
+        from llmsforme.apps.ask import Retriever, course_index
+        with Retriever(course_index()) as retriever:
+            print(retriever.search("What is top-p?")[0].chunk.url)
+    """
+    from ...model_source import cache_root
+    from .corpus import load_corpus
+
+    return open_index(cache_root() / "ask-index", load_corpus(), on_progress=on_progress, progress=progress)

@@ -8,13 +8,14 @@
 - **hybrid** search merges the two rankings by reciprocal rank fusion
   (Cormack et al., 2009): each chunk scores ``1 / (60 + rank)`` in each list.
 
-Taught in: [From idea to MVP](../part-6/mvp.md).
+Taught in: [Embeddings and retrieval](../part-6/embeddings.ipynb); the plan in [From idea to MVP](../part-6/mvp.md).
 """
 
 from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,15 +96,22 @@ class Retriever:
         self.close()
 
     def embed(self, question: str) -> list[float]:
+        """The question's vector: 384 numbers of length 1, from the model that embedded the chunks."""
         return self.model.encode(question, normalize_embeddings=True).tolist()
 
-    def _vector(self, question: str, k: int) -> list[tuple[int, float]]:
+    def nearest(self, vector: Sequence[float], k: int) -> list[tuple[int, float]]:
+        """The ``k`` chunks closest to ``vector`` by cosine similarity: (row, similarity), best first."""
+        if len(vector) != DIMENSIONS:
+            raise ValueError(f"vector must have {DIMENSIONS} numbers, got {len(vector)}")
         rows = self._vectors.execute(
             f"SELECT id, array_cosine_similarity(embedding, ?::FLOAT[{DIMENSIONS}]) AS score "
             "FROM chunks ORDER BY score DESC, id LIMIT ?",
-            [self.embed(question), k],
+            [list(vector), k],
         ).fetchall()
         return [(int(i), float(score)) for i, score in rows]
+
+    def _vector(self, question: str, k: int) -> list[tuple[int, float]]:
+        return self.nearest(self.embed(question), k)
 
     def _keyword(self, question: str, k: int) -> list[tuple[int, float]]:
         query = keyword_query(question)

@@ -9,7 +9,7 @@ traceback goes to the log). Questions are not logged unless
 ``log_questions`` is set. ``GET /`` serves the page, whose script and
 style are served by the app itself: no CDN, nothing loaded from elsewhere.
 
-Taught in: [From idea to MVP](../part-6/mvp.md).
+Taught in: [Shipping it](../part-6/shipping.ipynb); the plan in [From idea to MVP](../part-6/mvp.md).
 """
 
 from __future__ import annotations
@@ -41,12 +41,24 @@ def _static(name: str) -> str:
     return files("llmsforme.apps.ask").joinpath("static", name).read_text(encoding="utf-8")
 
 
-def create_ask_app(retriever: Retriever, generate: Generate, *, k: int = 3, log_questions: bool = False) -> Any:
+def create_ask_app(
+    retriever: Retriever,
+    generate: Generate,
+    *,
+    k: int = 3,
+    log_questions: bool = False,
+    count_tokens: Callable[[str], int] | None = None,
+    site: str = SITE,
+) -> Any:
     """The FastAPI application: ``generate(messages, hits, on_text)`` writes the answer.
 
     Generations run one at a time (one model), in a worker thread, and
-    stream their text to the client as it comes.
+    stream their text to the client as it comes. ``count_tokens`` measures
+    the context budget (default: about 4 characters a token); ``site`` is
+    where the source links point (a local copy of the site, say).
     """
+    if not isinstance(site, str) or not site.startswith(("http://", "https://")) or not site.endswith("/"):
+        raise ValueError(f"site must be an http(s) URL ending in '/', got {site!r}")
     app = FastAPI(title="Ask the course", docs_url=None, redoc_url=None, openapi_url=None)
     one_at_a_time = threading.Lock()
 
@@ -81,10 +93,10 @@ def create_ask_app(retriever: Retriever, generate: Generate, *, k: int = 3, log_
         except Exception:  # noqa: BLE001 - the client gets no details, the log gets all
             log.exception("retrieval failed")
             return error(500, "the server failed while searching the course; try again later")
-        messages, used = context_messages(question, hits)
+        messages, used = context_messages(question, hits, count_tokens=count_tokens)
 
         def lines() -> Iterator[bytes]:
-            sources = [{"url": SITE + hit.chunk.url, "page": hit.chunk.url, "title": hit.chunk.title,
+            sources = [{"url": site + hit.chunk.url, "page": hit.chunk.url, "title": hit.chunk.title,
                         "heading": hit.chunk.heading} for hit in used]
             yield (json.dumps({"sources": sources}) + "\n").encode()
             pieces: queue.Queue[tuple[str, str]] = queue.Queue()

@@ -23,7 +23,8 @@ function showSources(list) {
     const item = document.createElement("li");
     const link = document.createElement("a");
     link.href = source.url;
-    link.textContent = `${source.title}: ${source.heading}`;
+    const same = !source.heading || source.heading === source.title;
+    link.textContent = same ? source.title : `${source.title}: ${source.heading}`;
     const path = document.createElement("code");
     path.textContent = source.page;
     item.append(link, " ", path);
