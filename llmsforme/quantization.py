@@ -16,11 +16,35 @@ A weight comes back as ``d * q`` (Q8_0), ``d * (q - 8)`` (Q4_0) or
 ``d * q + m`` (Q4_1). Two 4-bit values share a byte: the block's first 16
 weights in the low halves, the last 16 in the high halves.
 
-The arithmetic follows ggml's reference quantizer step by step (the same
-float32 operations, the same rounding), so :func:`quantize` writes the bytes
-that ``gguf.quants.quantize`` writes, and :func:`dequantize` returns exactly
-what ``gguf.quants.dequantize`` returns; ``tests/test_quantization.py``
-checks both on the course model's own weights.
+:func:`quantize` does, operation for operation, what the numpy quantizer of
+the ``gguf`` package does from version 0.18.0 on (the course pins 0.19.0),
+in float32 throughout, so it writes the same bytes as
+``gguf.quants.quantize``:
+
+* ``Q8_0``: ``d = max|x| / 127``, ``id = 1 / d`` (0 where ``d`` is 0), and
+  ``round(x * id)`` with halves rounded away from zero;
+* ``Q4_0``: ``d = x_max / -8``, where ``x_max`` is the weight of largest
+  magnitude, sign kept; ``q = trunc(x * id + 8.5)``, clamped to 0..15;
+* ``Q4_1``: ``d = (max - min) / 15``, ``m = min``;
+  ``q = trunc((x - min) * id + 0.5)``, clamped to 0..15;
+
+and ``d`` and ``m`` are stored as float16, rounded to nearest. Each float32
+product and sum is rounded before the next operation (no fused
+multiply-add). ``gguf`` 0.10 to 0.17.1 computed Q4_0's ``x * id + 8.5`` in
+float64 instead, to copy ggml's C code when it was compiled with fused
+multiply-add; llama.cpp dropped that in August 2025, as its C code no
+longer fuses (https://github.com/ggml-org/llama.cpp/pull/15111). Against
+those versions a Q4_0 value can differ by one where ``x * id + 8.5`` falls
+within a float32 rounding of an integer: ``x = -0.08269935`` with
+``id = -54.413963`` gives 12 in float64 and 13 in float32. It is rare (1 of
+12.8 million seeded normal weights, measured against gguf 0.17.1). Q8_0
+and Q4_1 are float32 in every version, and the package requires
+``gguf>=0.18``.
+
+:func:`dequantize` returns exactly what ``gguf.quants.dequantize`` returns.
+``tests/test_quantization.py`` checks both functions on the course model's
+own weights (which already sit on a Q4_1 grid), on 6.3 million seeded
+random weights that sit on no grid, and on the value above.
 
 Example:
     >>> import torch

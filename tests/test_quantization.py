@@ -3,9 +3,12 @@
 * dequantize: bit for bit what gguf returns, on every Q4_1 tensor of the
   course model's GGUF file (the file ships Q4_1; Q8_0 and Q4_0 are checked
   on tensors gguf quantizes here).
-* quantize: the same bytes as gguf.quants.quantize, for the three kinds, on
-  real weights and on awkward blocks (all zeros, a single outlier, ties for
-  the largest magnitude, values half-way between two steps).
+* quantize: the same bytes as gguf.quants.quantize (gguf >= 0.18), for the
+  three kinds, on real weights (already on a Q4_1 grid), on 6.3 million seeded
+  random weights that sit on no grid (normal, lopsided and heavy-tailed), on a
+  Q4_0 value that float32 and float64 round differently, and on awkward blocks
+  (all zeros, a single outlier, ties for the largest magnitude, values
+  half-way between two steps).
 """
 
 from __future__ import annotations
@@ -61,6 +64,42 @@ def test_quantize_writes_the_bytes_of_gguf(kind, real_weights):
     for name, weights in {"course model layer 0 queries": real_weights, **AWKWARD}.items():
         reference = gguf.quants.quantize(weights, GGML[kind]).tobytes()
         assert quantize(torch.from_numpy(weights.copy()), kind) == reference, (kind, name)
+
+
+@pytest.fixture(scope="module")
+def random_weights() -> dict[str, np.ndarray]:
+    """Seeded weights that sit on no grid: 2,097,152 values (65,536 blocks) in each of three shapes."""
+    rng = np.random.default_rng(0)
+    shape = (2048, 1024)
+    return {
+        "normal": (rng.standard_normal(shape) * 0.02).astype(np.float32),
+        # each block of 32 shifted by its own offset, so most blocks lean to one side
+        "lopsided": (rng.standard_normal(shape) * 0.02 + rng.standard_normal((2048, 32, 1)).repeat(32, -1).reshape(shape) * 0.03).astype(np.float32),
+        # Student's t with 2 degrees of freedom: rare weights many times the typical size
+        "heavy-tailed": (rng.standard_t(2, shape) * 0.01).astype(np.float32),
+    }
+
+
+# x * id + 8.5 is 12.99999954... in float64 and rounds to 13.0 in float32: gguf
+# 0.10 to 0.17.1 computed it in float64 and wrote 12; gguf >= 0.18 and this
+# module compute in float32 and write 13 (the block's largest weight, 0.14702109,
+# gives id = 1 / (0.14702109 / -8) = -54.413963 in float32).
+NEAR_TIE = np.zeros((1, 32), np.float32)
+NEAR_TIE[0, :2] = [0.14702109, -0.08269935]
+
+
+def test_q4_0_rounds_a_near_tie_in_float32_as_gguf_0_18_does():
+    raw = quantize(torch.from_numpy(NEAR_TIE.copy()), "Q4_0")
+    assert np.float32(1) / (np.float32(0.14702109) / np.float32(-8)) == np.float32(-54.413963)
+    assert (raw[2 + 1] & 0x0F) == 13  # the second weight's 4-bit value
+    assert raw == gguf.quants.quantize(NEAR_TIE, GGML.Q4_0).tobytes()
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_quantize_writes_the_bytes_of_gguf_on_random_weights(kind, random_weights):
+    for name, weights in {**random_weights, "near tie": NEAR_TIE}.items():
+        reference = gguf.quants.quantize(weights, GGML[kind]).tobytes()
+        assert quantize(torch.from_numpy(weights), kind) == reference, (kind, name)
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
