@@ -3,7 +3,9 @@
 Markdown pages (``docs/**/*.md``) and notebooks (``examples/**/*.ipynb``,
 their Markdown and code cells, never outputs) are split at every heading
 of level 1 to 3, then at blank lines when a section is longer than
-``max_chars``. Every chunk keeps the address of its section on the site
+``max_chars``. A page's measured figures (``{{ figure(...) }}``) are read
+from their data files first, as the site does (:mod:`llmsforme.page_figures`).
+Every chunk keeps the address of its section on the site
 (``part-1/top-k-top-p/#top-p``), so that an answer can cite it.
 
 Taught in: [Embeddings and retrieval](../part-6/embeddings.ipynb); the plan in [From idea to MVP](../part-6/mvp.md).
@@ -18,6 +20,8 @@ import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+
+from ...page_figures import substitute_figures
 
 __all__ = ["Chunk", "chunk_markdown", "corpus_hash", "load_corpus", "page_path", "rechunk", "slugify"]
 
@@ -199,7 +203,10 @@ def load_corpus(root: str | Path | None = None, *, max_chars: int = 1200) -> lis
     chunks = []
     for path in _course_files(root):
         relative = path.relative_to(root).as_posix()
-        text = _notebook_markdown(path) if path.suffix == ".ipynb" else path.read_text(encoding="utf-8")
+        if path.suffix == ".ipynb":
+            text = _notebook_markdown(path)
+        else:  # a page's measured figures, as the site shows them (hooks/page_figures.py)
+            text = substitute_figures(path.read_text(encoding="utf-8"), root)
         chunks += chunk_markdown(text, page=page_path(relative), source=relative, max_chars=max_chars)
     return chunks
 
