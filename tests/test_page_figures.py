@@ -172,3 +172,11 @@ def test_the_ask_corpus_reads_the_filled_numbers_not_the_placeholders():
     choosing = " ".join(" ".join(chunk.text.split()) for chunk in chunks if chunk.source == "docs/part-4/choosing.md")
     ratio = json.loads((ROOT / RUNTIMES).read_text())["llama_cpp_over_transformers"]
     assert f"{ratio} times" in choosing
+
+
+def test_the_built_site_shows_the_figures_not_the_placeholders(built_site: Path):
+    ratio = json.loads((ROOT / RUNTIMES).read_text())["llama_cpp_over_transformers"]
+    choosing = " ".join((built_site / "part-4" / "choosing" / "index.html").read_text().split())
+    performance = (built_site / "performance" / "index.html").read_text()
+    assert "{{" not in choosing and "figure(" not in performance
+    assert f"{ratio} times as fast" in choosing
