@@ -98,7 +98,7 @@ def figure_value(
     *,
     over: str | None = None,
     pattern: str | None = None,
-    format: str | None = None,  # noqa: A002 - the placeholder's own word
+    format: str | None = None,  # the placeholder's own word (it hides the built-in here)
 ) -> str:
     """The text of one figure: the value at ``pointer`` (JSON) or ``pattern`` (text) in ``root/path``.
 
@@ -152,7 +152,6 @@ def figure_value(
         return builtins.format(value, format)
     except (TypeError, ValueError) as error:
         raise FigureError(f"{where}: format {format!r} does not apply to {value!r}: {error}") from None
-
 
 
 def _call(source: str) -> tuple[list[str], dict[str, str]]:

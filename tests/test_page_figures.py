@@ -6,10 +6,17 @@ cannot, so the numbers it takes from code are checked in this file.
 
 from __future__ import annotations
 
+import importlib.util
+import json
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
 import torch
+from mkdocs.exceptions import PluginError
 from transformers import GPT2Config, GPT2LMHeadModel, OpenAIGPTConfig, OpenAIGPTLMHeadModel
+
+from llmsforme.page_figures import FigureError, figure_value, substitute_figures
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,15 +40,6 @@ def test_gpt_series_page_counts_gpt1_and_gpt2_from_their_configurations():
 
 
 # Figures read from data files: llmsforme.page_figures, and the site's hook hooks/page_figures.py.
-
-import importlib.util  # noqa: E402
-import json  # noqa: E402
-from types import SimpleNamespace  # noqa: E402
-
-import pytest  # noqa: E402
-from mkdocs.exceptions import PluginError  # noqa: E402
-
-from llmsforme.page_figures import FigureError, figure_value, substitute_figures  # noqa: E402
 
 RUNTIMES = "examples/part-4/data/local_runtimes.json"
 BENCH = {
