@@ -14,7 +14,9 @@ the adapter costs nothing at inference.
 The names follow peft (``lora_A``, ``lora_B``, ``r``, ``lora_alpha``), so a
 trained peft adapter's tensors drop into :class:`LoRALinear`;
 ``tests/test_lora.py`` checks outputs, merges and parameter counts against
-peft on the course model.
+peft on the course model. :class:`LoRALinear` is peft's LoRA layer with
+``lora_dropout=0.0`` (it has no dropout) and ``use_rslora=False`` (it
+scales by ``alpha / r``, not by rank-stabilized LoRA's ``alpha / sqrt(r)``).
 
 Example:
     >>> import torch
