@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from diffusers import DDIMScheduler, DDPMScheduler
 
 from llmsforme.diffusion import (
     DEFAULT_GUIDANCE,
+    DigitsModel,
     WeightsProblem,
     add_noise,
     cosine_schedule,
@@ -104,12 +106,50 @@ def test_every_step_equals_diffusers(kind):
         assert torch.allclose(ours, theirs, atol=1e-6), (kind, t)
 
 
+@pytest.mark.parametrize("kind", ["ddim", "ddpm"])
+def test_every_v_prediction_step_equals_diffusers(kind):
+    reference, abar = scheduler(kind, prediction_type="v_prediction"), cosine_schedule(T)
+    reference.set_timesteps(10)
+    times = inference_timesteps(T, 10)
+    generator = torch.Generator().manual_seed(2)
+    for i, t in enumerate(times):
+        x, v = torch.randn(4, 1, 16, 16, generator=generator), torch.randn(4, 1, 16, 16, generator=generator)
+        prev_t = times[i + 1] if i + 1 < len(times) else -1
+        if kind == "ddim":
+            ours, x0 = ddim_step(v, t, prev_t, x, abar, prediction_type="v_prediction")
+            result = reference.step(v, t, x)
+        else:
+            seeded = torch.Generator().manual_seed(i)
+            ours, x0 = ddpm_step(v, t, prev_t, x, abar, seeded, prediction_type="v_prediction")
+            result = reference.step(v, t, x, generator=torch.Generator().manual_seed(i))
+        assert torch.allclose(ours, result.prev_sample, atol=1e-6), (kind, t)
+        assert torch.allclose(x0, result.pred_original_sample, atol=1e-6), (kind, t)
+
+
+def test_v_prediction_needs_no_division_at_the_last_timestep():
+    abar, x = cosine_schedule(T), torch.randn(1, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    clean = torch.full_like(x, 0.5)
+    v = abar[199] ** 0.5 * x - (1 - abar[199]) ** 0.5 * clean  # the exact v if x were pure noise
+    _, x0 = ddim_step(v + 0.01, 199, 179, x, abar, prediction_type="v_prediction")
+    assert (x0 - clean).abs().max() < 0.02  # an error of 0.01 stays about 0.01
+    _, x0 = ddim_step(x + 0.01, 199, 179, x, abar)  # the same error in a predicted noise
+    assert (x0.abs() == 1).all()  # multiplied by about 4,000, then clamped
+
+
+def test_a_bad_prediction_type_gets_a_clear_error():
+    abar, x = cosine_schedule(T), torch.zeros(1, 1, 2, 2)
+    with pytest.raises(ValueError, match="prediction_type must be one of"):
+        ddim_step(x, 10, 5, x, abar, prediction_type="sample")
+    with pytest.raises(ValueError, match="prediction_type must be one of"):
+        ddpm_step(x, 10, 5, x, abar, prediction_type="v")
+
+
 # --- the whole loop, against a loop over diffusers' schedulers ---------------------------------
 
 
-def diffusers_loop(model, digits, kind, steps, guidance, seed):
+def diffusers_loop(model, digits, kind, steps, guidance, seed, prediction_type="epsilon"):
     """The same sampling, written with diffusers' schedulers and the guidance formula inline."""
-    reference = scheduler(kind)
+    reference = scheduler(kind, prediction_type=prediction_type)
     reference.set_timesteps(steps)
     generator = torch.Generator().manual_seed(seed)
     labels = torch.tensor(digits)
@@ -134,6 +174,18 @@ def test_sample_equals_a_loop_over_diffusers_schedulers(model, kind, steps):
     ours = sample(model, digits, sampler=kind, steps=steps, guidance_scale=2.5, seed=5)
     theirs = diffusers_loop(model, digits, kind, steps, 2.5, 5)
     assert torch.allclose(ours, theirs, atol=1e-5), (ours - theirs).abs().max()
+
+
+@pytest.mark.parametrize("kind", ["ddim", "ddpm"])
+def test_a_v_prediction_model_samples_like_diffusers(model, kind):
+    """The shipped network read as if it predicted v: the numbers are nonsense, the loop must still match."""
+    as_v = DigitsModel(
+        model.unet, model.alphas_cumprod, model.null_label, model.image_size, model.manifest, "v_prediction"
+    )
+    ours = sample(as_v, [1, 4], sampler=kind, steps=10, guidance_scale=2.0, seed=3)
+    theirs = diffusers_loop(as_v, [1, 4], kind, 10, 2.0, 3, prediction_type="v_prediction")
+    assert torch.allclose(ours, theirs, atol=1e-5), (ours - theirs).abs().max()
+    assert not torch.allclose(ours, sample(model, [1, 4], sampler=kind, steps=10, guidance_scale=2.0, seed=3))
 
 
 def test_sampling_is_seeded_and_traced(model):
@@ -177,6 +229,7 @@ def test_bad_input_gets_a_clear_error(model, options, error, message):
 
 def test_the_shipped_weights_match_their_manifest(model):
     manifest = model.manifest
+    assert model.prediction_type == manifest["model"].get("prediction_type", "epsilon") == "epsilon"
     assert set(manifest["sha256"]) == {"config.json", "diffusion_pytorch_model.safetensors"}
     training = manifest["training"]
     assert training["script"] == "scripts/train_digits_diffusion.py" and training["seed"] == 0
@@ -201,6 +254,13 @@ def test_a_corrupt_or_missing_file_is_refused(tmp_path):
     (tmp_path / "manifest.json").write_text("{}")
     with pytest.raises(WeightsProblem, match="not a digits model manifest"):
         load_digits_model(tmp_path)
+    good = tmp_path / "good"
+    shutil.copytree(shipped_folder(), good)
+    manifest = json.loads((good / "manifest.json").read_text())
+    manifest["model"]["prediction_type"] = "sample"
+    (good / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(WeightsProblem, match="unknown prediction type"):
+        load_digits_model(good)
 
 
 # --- quality: measured here, not copied from the manifest ------------------------------------------
@@ -228,11 +288,15 @@ def test_diversity_checks_its_input():
 def test_the_training_script_writes_a_loadable_model(tmp_path):
     out = tmp_path / "digits"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "train_digits_diffusion.py"), "--epochs", "1", "--out", str(out)],
+        [
+            sys.executable, str(ROOT / "scripts" / "train_digits_diffusion.py"),
+            "--epochs", "1", "--out", str(out), "--prediction-type", "v_prediction",
+        ],
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "chosen: epoch 1" in result.stdout
     trained = load_digits_model(out)
     assert trained.manifest["training"]["epochs"] == 1
+    assert trained.prediction_type == "v_prediction"
     assert sample(trained, [5], steps=2).shape == (1, 1, 16, 16)

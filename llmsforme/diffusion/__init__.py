@@ -18,6 +18,7 @@ Taught in: [Part 5](../part-5/index.md).
 from .quality import DigitClassifier, Grade, digit_classifier, diversity, grade, load_digit_images
 from .sampling import (
     DEFAULT_GUIDANCE,
+    PREDICTION_TYPES,
     SAMPLERS,
     Trace,
     ddim_step,
@@ -32,6 +33,7 @@ from .weights import DigitsModel, WeightsProblem, file_sha256, load_digits_model
 
 __all__ = [
     "DEFAULT_GUIDANCE",
+    "PREDICTION_TYPES",
     "SAMPLERS",
     "DigitClassifier",
     "DigitsModel",

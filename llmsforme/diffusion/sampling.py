@@ -9,6 +9,11 @@ the clean image from it, and moves part of the way there:
 - **DDIM** (Song et al., 2021) takes deterministic steps, and stays good
   with far fewer of them.
 
+The network predicts the noise (``"epsilon"``, the course's shipped model)
+or ``v = sqrt(abar) * noise - sqrt(1 - abar) * x0`` (``"v_prediction"``,
+which Lin et al., 2024, pair with a schedule that ends at zero signal);
+each step turns either into a clean estimate.
+
 Classifier-free guidance (Ho and Salimans, 2022) runs the network twice per
 step, with the digit's label and with the "no label" class, and pushes the
 prediction away from the unconditional one by ``guidance_scale``.
@@ -33,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_GUIDANCE",
+    "PREDICTION_TYPES",
     "SAMPLERS",
     "Trace",
     "ddim_step",
@@ -44,6 +50,8 @@ __all__ = [
 ]
 
 SAMPLERS = ("ddim", "ddpm")
+#: What the network may predict: the noise, or v (diffusers' ``prediction_type`` names).
+PREDICTION_TYPES = ("epsilon", "v_prediction")
 #: The guidance scale the course ships and tests (see the Part 5 pages).
 DEFAULT_GUIDANCE = 3.0
 
@@ -69,18 +77,47 @@ def _levels(alphas_cumprod: torch.Tensor, t: int, prev_t: int) -> tuple[torch.Te
     return alphas_cumprod[t], alphas_cumprod[prev_t] if prev_t >= 0 else torch.tensor(1.0)
 
 
-def _clean_estimate(x: torch.Tensor, noise_pred: torch.Tensor, abar_t: torch.Tensor) -> torch.Tensor:
-    """Solve ``x_t = sqrt(abar) x0 + sqrt(1 - abar) eps`` for ``x0``, kept in the image range."""
-    return ((x - (1 - abar_t) ** 0.5 * noise_pred) / abar_t**0.5).clamp(-1, 1)
+def _check_prediction_type(prediction_type: str) -> None:
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+
+
+def _estimates(
+    x: torch.Tensor, output: torch.Tensor, abar_t: torch.Tensor, prediction_type: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The clean image (kept in the image range) and the noise, from the network's output.
+
+    With ``x_t = sqrt(abar) x0 + sqrt(1 - abar) eps``: from the noise,
+    ``x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar)``, which divides by
+    ``sqrt(abar)`` (about 2.5e-4 at the cosine schedule's last timestep);
+    from ``v = sqrt(abar) eps - sqrt(1 - abar) x0``,
+    ``x0 = sqrt(abar) x_t - sqrt(1 - abar) v`` and
+    ``eps = sqrt(abar) v + sqrt(1 - abar) x_t``, with no division. As in
+    diffusers, the noise is not recomputed after the clean image is clamped.
+    """
+    _check_prediction_type(prediction_type)
+    if prediction_type == "epsilon":
+        x0, eps = (x - (1 - abar_t) ** 0.5 * output) / abar_t**0.5, output
+    else:
+        x0 = abar_t**0.5 * x - (1 - abar_t) ** 0.5 * output
+        eps = abar_t**0.5 * output + (1 - abar_t) ** 0.5 * x
+    return x0.clamp(-1, 1), eps
 
 
 def ddim_step(
-    noise_pred: torch.Tensor, t: int, prev_t: int, x: torch.Tensor, alphas_cumprod: torch.Tensor
+    noise_pred: torch.Tensor,
+    t: int,
+    prev_t: int,
+    x: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+    *,
+    prediction_type: str = "epsilon",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One deterministic DDIM step from timestep ``t`` to ``prev_t`` (-1: the end).
 
     Re-noise the clean estimate to the level of ``prev_t`` with the *same*
-    predicted noise. Returns ``(x_prev, x0_estimate)``.
+    predicted noise. ``noise_pred`` is the network's output: the noise, or
+    ``v`` with ``prediction_type="v_prediction"``. Returns ``(x_prev, x0_estimate)``.
 
     Example::
 
@@ -90,8 +127,8 @@ def ddim_step(
         (0.7071, 0.6708)
     """
     abar_t, abar_prev = _levels(alphas_cumprod, t, prev_t)
-    x0 = _clean_estimate(x, noise_pred, abar_t)
-    return abar_prev**0.5 * x0 + (1 - abar_prev) ** 0.5 * noise_pred, x0
+    x0, eps = _estimates(x, noise_pred, abar_t, prediction_type)
+    return abar_prev**0.5 * x0 + (1 - abar_prev) ** 0.5 * eps, x0
 
 
 def ddpm_step(
@@ -101,12 +138,15 @@ def ddpm_step(
     x: torch.Tensor,
     alphas_cumprod: torch.Tensor,
     generator: torch.Generator | None = None,
+    *,
+    prediction_type: str = "epsilon",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One ancestral DDPM step: the mean of ``p(x_prev | x_t)``, plus fresh noise.
 
     The mean blends the clean estimate and the current image (equation 7 of
     Ho et al., 2020); the noise has the "fixed small" variance
-    ``(1 - abar_prev) / (1 - abar_t) * beta_t``. Returns ``(x_prev, x0_estimate)``.
+    ``(1 - abar_prev) / (1 - abar_t) * beta_t``. ``noise_pred`` is the
+    network's output (see :func:`ddim_step`). Returns ``(x_prev, x0_estimate)``.
 
     Example::
 
@@ -118,7 +158,7 @@ def ddpm_step(
     abar_t, abar_prev = _levels(alphas_cumprod, t, prev_t)
     alpha_t = abar_t / abar_prev  # the signal this one step keeps
     beta_t = 1 - alpha_t
-    x0 = _clean_estimate(x, noise_pred, abar_t)
+    x0, _ = _estimates(x, noise_pred, abar_t, prediction_type)
     mean = (abar_prev**0.5 * beta_t / (1 - abar_t)) * x0 + (alpha_t**0.5 * (1 - abar_prev) / (1 - abar_t)) * x
     if t > 0:
         variance = ((1 - abar_prev) / (1 - abar_t) * beta_t).clamp(min=1e-20)
@@ -129,7 +169,7 @@ def ddpm_step(
 def predict_noise(
     model: DigitsModel, x: torch.Tensor, t: int, labels: torch.Tensor, guidance_scale: float
 ) -> torch.Tensor:
-    """The network's noise estimate, with classifier-free guidance.
+    """The network's noise estimate (or v, for a v-prediction model), with classifier-free guidance.
 
     ``uncond + guidance_scale * (cond - uncond)``: 0 ignores the label, 1 uses
     it as trained, and more pushes harder towards what makes the label's
@@ -190,7 +230,7 @@ def sample(
         model: from :func:`~llmsforme.diffusion.load_digits_model`.
         digits: the "prompt": one int in 0-9 per image.
         sampler: ``"ddim"`` (deterministic steps) or ``"ddpm"`` (fresh noise
-            at each step; needs more steps).
+            at each step).
         steps: denoising steps, 1 to the model's training timesteps (200).
         guidance_scale: classifier-free guidance, >= 0 (0: ignore the label;
             1: no guidance).
@@ -218,6 +258,8 @@ def sample(
         raise ValueError(f"guidance_scale must be a number >= 0, got {guidance_scale!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {seed!r}")
+    prediction_type = getattr(model, "prediction_type", "epsilon")
+    _check_prediction_type(prediction_type)
     generator = torch.Generator().manual_seed(seed)
     size = model.image_size
     x = torch.randn((len(labels), 1, size, size), generator=generator)
@@ -227,9 +269,11 @@ def sample(
             prev_t = timesteps[i + 1] if i + 1 < len(timesteps) else -1
             noise_pred = predict_noise(model, x, t, labels, float(guidance_scale))
             if sampler == "ddim":
-                x, x0 = ddim_step(noise_pred, t, prev_t, x, model.alphas_cumprod)
+                x, x0 = ddim_step(noise_pred, t, prev_t, x, model.alphas_cumprod, prediction_type=prediction_type)
             else:
-                x, x0 = ddpm_step(noise_pred, t, prev_t, x, model.alphas_cumprod, generator)
+                x, x0 = ddpm_step(
+                    noise_pred, t, prev_t, x, model.alphas_cumprod, generator, prediction_type=prediction_type
+                )
             if record is not None:
                 record.images.append(to_pixels(x))
                 record.estimates.append(to_pixels(x0))

@@ -43,6 +43,8 @@ class DigitsModel:
         null_label: the class that means "no digit" (classifier-free guidance).
         image_size: images are ``image_size`` x ``image_size``, one channel.
         manifest: how the weights were made (script, seed, versions, checksums).
+        prediction_type: what the network predicts: ``"epsilon"`` (the noise;
+            the shipped model) or ``"v_prediction"``.
     """
 
     unet: Any
@@ -50,6 +52,7 @@ class DigitsModel:
     null_label: int
     image_size: int
     manifest: dict = field(repr=False)
+    prediction_type: str = "epsilon"
 
     @property
     def num_train_timesteps(self) -> int:
@@ -120,10 +123,14 @@ def load_digits_model(folder: str | os.PathLike[str] | None = None) -> DigitsMod
     unet.eval().requires_grad_(False)
     if model.get("schedule") != "cosine":
         raise WeightsProblem(f"unknown noise schedule {model.get('schedule')!r} in {manifest_path}")
+    prediction_type = model.get("prediction_type", "epsilon")  # older manifests: the noise
+    if prediction_type not in ("epsilon", "v_prediction"):
+        raise WeightsProblem(f"unknown prediction type {prediction_type!r} in {manifest_path}")
     return DigitsModel(
         unet=unet,
         alphas_cumprod=cosine_schedule(int(model["num_train_timesteps"])),
         null_label=int(model["null_label"]),
         image_size=int(unet.config.sample_size),
         manifest=manifest,
+        prediction_type=prediction_type,
     )
