@@ -342,8 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("question", nargs="?", help='e.g. "How does top-p differ from top-k?"')
     ask.add_argument("--build", action="store_true", help="(re)build the search index first")
     ask.add_argument("--k", type=_positive_int, default=3, help="sections to retrieve (default 3)")
-    ask.add_argument("--method", choices=["vector", "keyword", "hybrid"], default="vector",
-                     help="how to retrieve (default: vector, the best on the course's question set)")
+    ask.add_argument("--method", choices=["vector", "keyword", "hybrid"], default="hybrid",
+                     help="how to retrieve (default: hybrid, the best on the course's paraphrased questions)")
     ask.add_argument("--sources-only", action="store_true", help="list the sections found, generate nothing")
     ask.add_argument("--base-url", default=None,
                      help="generate on this OpenAI-compatible server instead (key: $OPENAI_API_KEY)")

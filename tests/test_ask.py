@@ -19,9 +19,12 @@ from llmsforme.apps.ask import (
     slugify,
 )
 from llmsforme.apps.ask.corpus import REPOSITORY
-from llmsforme.apps.ask.evaluate import load_questions, score_retrieval
+from llmsforme.apps.ask.evaluate import load_questions, quoted_questions, score_retrieval
 
-QUESTIONS = REPOSITORY / "examples" / "part-6" / "data" / "questions.jsonl"
+DATA = REPOSITORY / "examples" / "part-6" / "data"
+QUESTIONS = DATA / "questions.jsonl"
+#: The first set, and the paraphrased sets in a new reader's words: dev to tune on, test to report.
+QUESTION_SETS = {"original": QUESTIONS, "dev": DATA / "paraphrased-dev.jsonl", "test": DATA / "paraphrased-test.jsonl"}
 
 
 @pytest.fixture(scope="module")
@@ -98,10 +101,39 @@ def test_rechunk_resizes_sections_without_merging_them(chunks):
         rechunk(chunks, 50)
 
 
-def test_part_6s_notebooks_stay_out_of_the_corpus(chunks):
-    # They quote the question set: indexed, the test questions would find themselves.
-    assert not any(c.source.startswith("examples/part-6/") for c in chunks)
-    assert any(c.source == "docs/part-6/mvp.md" for c in chunks)
+def test_part_6s_notebooks_are_in_the_corpus_without_the_questions(chunks):
+    # A question about Part 6's own lessons must be able to find them...
+    assert {"part-6/embeddings/", "part-6/prompting/", "part-6/evaluation/", "part-6/shipping/"} <= {c.page for c in chunks}
+    # ...but no evaluation question may find its own quote: cells that quote one are tagged out.
+    questions = [q for path in QUESTION_SETS.values() for q in load_questions(path)]
+    assert quoted_questions(chunks, questions) == []
+    assert not any("What is the capital of Australia?" in c.text for c in chunks)  # quoted in a tagged cell
+
+
+def test_a_quoted_question_is_caught_and_tagged_cells_are_left_out(tmp_path):
+    from llmsforme.apps.ask.corpus import NOT_SEARCHED_TAG
+
+    question = load_questions(QUESTION_SETS["test"])[0]
+    quoting = chunk_markdown(f"# Page\nAsk it:\n\n```python\nask({question.question.upper()!r})\n```",
+                             page="p/", source="p.md")
+    assert quoted_questions(quoting, [question]) == [(question.question, "p/#page")]  # case and spaces aside
+    root = tmp_path / "course"
+    (root / "docs").mkdir(parents=True)
+    (root / "docs" / "index.md").write_text("# Home\nHello.", encoding="utf-8")
+    cells = [{"cell_type": "markdown", "metadata": {}, "source": "# A page\nText."},
+             {"cell_type": "code", "metadata": {"tags": [NOT_SEARCHED_TAG]}, "source": f"ask({question.question!r})"},
+             {"cell_type": "code", "metadata": {}, "source": "print('kept')"}]
+    (root / "examples" / "part-6").mkdir(parents=True)
+    (root / "examples" / "part-6" / "x.ipynb").write_text(json.dumps({"cells": cells}), encoding="utf-8")
+    loaded = load_corpus(root)
+    assert [c.page for c in loaded] == ["", "part-6/x/"] and "print('kept')" in loaded[1].text
+    assert quoted_questions(loaded, [question]) == []
+
+
+def test_a_section_knows_the_headings_above_it():
+    chunks = chunk_markdown("# Page\nIntro.\n## Part\nA.\n### Detail\nB.\n## Other\nC.", page="p/", source="p.md")
+    assert [c.where for c in chunks] == ["Page", "Page > Part", "Page > Part > Detail", "Page > Other"]
+    assert chunks[2].for_embedding() == "Page > Part > Detail\nB."
 
 
 def test_a_corpus_needs_the_course(tmp_path):
@@ -149,8 +181,8 @@ def test_build_refuses_bad_input(tmp_path):
 
 
 def test_keyword_queries_carry_no_fts5_syntax():
-    assert keyword_query('top-p" OR NEAR(x) *') == '"top" OR "p" OR "or" OR "near" OR "x"'
-    assert keyword_query("?!") == ""
+    assert keyword_query('top-p" OR NEAR(x) *') == '"top" OR "p" OR "near" OR "x"'  # "or": a common word, left out
+    assert keyword_query("?!") == "" and keyword_query("What is it?") == ""
 
 
 @pytest.mark.parametrize(
@@ -180,21 +212,49 @@ def test_the_question_set_is_what_the_issue_asks_for():
     assert len({q.question for q in questions}) == len(questions)
 
 
+def test_the_paraphrased_sets_cover_the_course_and_are_kept_apart():
+    sets = {name: load_questions(path) for name, path in QUESTION_SETS.items()}
+    dev, test = sets["dev"], sets["test"]
+    assert len(dev) + len(test) >= 60 and all(q.answerable for q in dev + test)
+    for questions in (dev, test):  # every part of the course, Part 6 included, in both halves
+        parts = {page.split("/")[0] for q in questions for page in q.pages}
+        assert {f"part-{n}" for n in range(1, 7)} <= parts
+    texts = [{q.question.casefold() for q in questions} for questions in sets.values()]
+    assert sum(map(len, texts)) == len(set().union(*texts)) == sum(map(len, sets.values()))  # no repeats
+
+
 def test_every_relevant_page_exists(chunks):
     pages = {chunk.page for chunk in chunks}
-    for question in load_questions(QUESTIONS):
-        assert set(question.pages) <= pages, question
+    for path in QUESTION_SETS.values():
+        for question in load_questions(path):
+            assert set(question.pages) <= pages, question
 
 
 def test_retrieval_finds_the_right_page(retriever):
-    questions = load_questions(QUESTIONS)
-    scores = {m: score_retrieval(retriever, questions, method=m) for m in ("vector", "keyword", "hybrid")}
-    best = max(scores.values(), key=lambda s: (s.hit_at[3], s.mrr))
-    assert best.hit_at[3] >= 0.85, {m: s.hit_at for m, s in scores.items()}
-    for method, score in scores.items():
-        assert score.hit_at[1] <= score.hit_at[3] <= score.hit_at[5], method
-        assert score.hit_at[1] <= score.mrr <= 1, method  # a question found first counts 1 in both
-        assert len(score.ranks) == sum(q.answerable for q in questions)
+    from llmsforme.apps.ask.retrieve import DEFAULT_METHOD, METHODS
+
+    for name, path in QUESTION_SETS.items():
+        questions = load_questions(path)
+        scores = {m: score_retrieval(retriever, questions, method=m) for m in METHODS}
+        for method, score in scores.items():
+            assert score.hit_at[1] <= score.hit_at[3] <= score.hit_at[5], method
+            assert score.hit_at[1] <= score.mrr <= 1, method  # a question found first counts 1 in both
+            assert len(score.ranks) == sum(q.answerable for q in questions)
+        hit_at_3 = {m: s.hit_at[3] for m, s in scores.items()}
+        # The original set's target; on questions in other words, the default must keep the lead it
+        # was chosen for (on dev), and not fall back to where one vector per section was (about 0.7).
+        floor = 0.85 if name == "original" else 0.78
+        assert hit_at_3[DEFAULT_METHOD] >= floor, (name, hit_at_3)
+        if name != "original":
+            assert hit_at_3[DEFAULT_METHOD] >= max(hit_at_3.values()), (name, hit_at_3)
+
+
+def test_the_hybrid_search_gives_one_section_per_page(retriever):
+    hits = retriever.search("How do I make the model's output less random?", k=5)
+    assert len({hit.chunk.page for hit in hits}) == len(hits) == 5
+    assert [hit.rank for hit in hits] == [1, 2, 3, 4, 5]
+    pages, vectors = retriever.index.page_vectors()
+    assert sorted(pages) == sorted({c.page for c in retriever.index.chunks}) and vectors.shape == (len(pages), 384)
 
 
 # --- answering --------------------------------------------------------------------------------------

@@ -23,15 +23,19 @@ from pathlib import Path
 
 from ...page_figures import substitute_figures
 
-__all__ = ["Chunk", "chunk_markdown", "corpus_hash", "load_corpus", "page_path", "rechunk", "slugify"]
+__all__ = [
+    "NOT_SEARCHED_TAG", "Chunk", "chunk_markdown", "corpus_hash", "load_corpus", "page_path", "page_summaries", "rechunk",
+    "slugify",
+]
 
 #: The course's repository, when the package runs from a checkout of it.
 REPOSITORY = Path(__file__).resolve().parents[3]
-#: Files left out of the corpus: the generated API reference (not course
-#: text), and Part 6's notebooks, which measure this application on its
-#: question set and quote those questions: indexed, the test set would
-#: find itself.
-SKIPPED = ("docs/api/", "examples/part-6/")
+#: Files left out of the corpus: the generated API reference (not course text).
+SKIPPED = ("docs/api/",)
+#: Notebook cells with this tag stay out of the corpus: Part 6's pages quote
+#: some of the evaluation questions in code, and indexed, such a question
+#: would find its own quote (``tests/test_ask.py`` checks that none is left).
+NOT_SEARCHED_TAG = "quotes-questions"
 HEADING = re.compile(r"^(#{1,3})\s+(.+?)\s*#*\s*$")
 FENCE = re.compile(r"^\s*(```|~~~)")
 
@@ -46,16 +50,22 @@ class Chunk:
     heading: str  #: the section's heading
     text: str  #: the section's text (Markdown and code)
     source: str  #: the file it comes from, relative to the repository
+    parents: str = ""  #: the headings above the section's own, below the title ("A > B"), if any
 
     @property
     def url(self) -> str:
         """The section's address on the site, relative to its root."""
         return f"{self.page}#{self.anchor}" if self.anchor else self.page
 
+    @property
+    def where(self) -> str:
+        """The section's place: page title, the headings above it, its heading ("Title > A > B")."""
+        steps = [self.title, *(self.parents.split(" > ") if self.parents else ()), self.heading]
+        return " > ".join(step for i, step in enumerate(steps) if step and (i == 0 or step != steps[i - 1]))
+
     def for_embedding(self) -> str:
         """What the retrievers read: where the text sits, then the text."""
-        where = self.title if self.heading == self.title else f"{self.title}: {self.heading}"
-        return f"{where}\n{self.text}"
+        return f"{self.where}\n{self.text}"
 
 
 def slugify(heading: str) -> str:
@@ -92,20 +102,23 @@ def page_path(relative: str) -> str:
     return f"{folder}/{stem}/" if folder else f"{stem}/"
 
 
-def _sections(markdown: str) -> Iterator[tuple[int, str, list[str]]]:
-    """``(level, heading, lines)`` for each part of a Markdown text (level 0: before any heading)."""
+def _sections(markdown: str) -> Iterator[tuple[int, str, list[str], tuple[str, ...]]]:
+    """``(level, heading, lines, parents)`` for each part of a Markdown text (level 0: before any
+    heading); ``parents`` are the headings of level 2 and deeper above this one."""
     level, heading, lines = 0, "", []
+    open_headings: dict[int, str] = {}
     fenced = False
     for line in markdown.splitlines():
         if FENCE.match(line):
             fenced = not fenced
         match = None if fenced else HEADING.match(line)
         if match:
-            yield level, heading, lines
+            yield level, heading, lines, tuple(open_headings[n] for n in sorted(open_headings) if 1 < n < level)
             level, heading, lines = len(match.group(1)), match.group(2).strip(), []
+            open_headings = {n: h for n, h in open_headings.items() if n < level} | {level: heading}
         else:
             lines.append(line)
-    yield level, heading, lines
+    yield level, heading, lines, tuple(open_headings[n] for n in sorted(open_headings) if 1 < n < level)
 
 
 def _split(text: str, max_chars: int) -> list[str]:
@@ -145,9 +158,9 @@ def chunk_markdown(markdown: str, *, page: str, source: str, max_chars: int = 12
     if isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 100:
         raise ValueError(f"max_chars must be an int >= 100, got {max_chars!r}")
     sections = list(_sections(markdown))
-    title = next((heading for level, heading, _ in sections if level == 1), page or "Home")
+    title = next((heading for level, heading, _, _ in sections if level == 1), page or "Home")
     chunks, seen = [], {}
-    for level, heading, lines in sections:
+    for level, heading, lines, parents in sections:
         anchor = ""
         if level:
             slug = slugify(heading)
@@ -158,17 +171,19 @@ def chunk_markdown(markdown: str, *, page: str, source: str, max_chars: int = 12
         if not body:
             continue
         for part in _split(body, max_chars):
-            chunks.append(Chunk(page, anchor, title, heading or title, part, source))
+            chunks.append(Chunk(page, anchor, title, heading or title, part, source, " > ".join(parents)))
     return chunks
 
 
 def _notebook_markdown(path: Path) -> str:
-    """A notebook as one Markdown text: its Markdown cells, and its code cells fenced; no outputs."""
+    """A notebook as one Markdown text: its Markdown cells, and its code cells fenced; no outputs,
+    no setup cell, and no cell tagged :data:`NOT_SEARCHED_TAG`."""
     cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
     parts = []
     for cell in cells:
         source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-        if "colab-setup" in cell.get("metadata", {}).get("tags", []) or not source.strip():
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "colab-setup" in tags or NOT_SEARCHED_TAG in tags or not source.strip():
             continue
         parts.append(source if cell["cell_type"] == "markdown" else f"```python\n{source}\n```")
     return "\n\n".join(parts)
@@ -235,6 +250,38 @@ def rechunk(chunks: Sequence[Chunk], max_chars: int) -> list[Chunk]:
     return [
         replace(first, text=part) for first, texts in sections for part in _split("\n\n".join(texts), max_chars)
     ]
+
+
+#: Headings that every lesson has, and that say nothing about what a page is about.
+COMMON_HEADINGS = ("In the package", "Exercises", "Sources")
+
+
+def page_summaries(chunks: Iterable[Chunk]) -> dict[str, str]:
+    """One short text per page: its title, its section headings, and its opening paragraph.
+
+    Embedded as one vector per page, it says what the page as a whole is
+    about, which a single section often does not (the hybrid search ranks
+    pages by it, :mod:`.retrieve`).
+
+    Example::
+
+        >>> chunks = chunk_markdown("# Top-p\nKeeps the smallest set.\n## On the model\nx\n## Exercises\ny",
+        ...                         page="p/", source="p.md")
+        >>> page_summaries(chunks)["p/"]
+        'Top-p\nOn the model\nKeeps the smallest set.'
+    """
+    pages: dict[str, list[Chunk]] = {}
+    for chunk in chunks:
+        pages.setdefault(chunk.page, []).append(chunk)
+    summaries = {}
+    for page, members in pages.items():
+        title = members[0].title
+        headings = list(dict.fromkeys(
+            c.heading for c in members if c.heading != title and c.heading not in COMMON_HEADINGS
+        ))
+        opening = next((c.text for c in members if c.heading == title and not c.text.startswith("---")), "")
+        summaries[page] = f"{title}\n{'; '.join(headings)}\n{opening}"
+    return summaries
 
 
 def corpus_hash(chunks: Iterable[Chunk]) -> str:

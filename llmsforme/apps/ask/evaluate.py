@@ -12,13 +12,15 @@ Taught in: [Evaluation](../part-6/evaluation.ipynb); the plan in [From idea to M
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .corpus import Chunk
 from .retrieve import Retriever
 
-__all__ = ["Question", "RetrievalScores", "load_questions", "score_retrieval"]
+__all__ = ["Question", "RetrievalScores", "load_questions", "quoted_questions", "score_retrieval"]
 
 
 @dataclass(frozen=True)
@@ -72,3 +74,29 @@ def score_retrieval(
     hit_at = {k: sum(1 for r in ranks if 0 < r <= k) / len(ranks) for k in (1, 3, 5)}
     mrr = sum(1 / r for r in ranks if r) / len(ranks)
     return RetrievalScores(method, hit_at, mrr, tuple(ranks))
+
+
+def _plain(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip().casefold()
+
+
+def quoted_questions(chunks: Iterable[Chunk], questions: Iterable[Question]) -> list[tuple[str, str]]:
+    """``(question, url)`` for every question found word for word in a chunk (case and spacing aside).
+
+    An evaluation question quoted on a page would find its own quote: the
+    measurement would be contaminated. The corpus must give an empty list.
+
+    Example::
+
+        >>> from llmsforme.apps.ask.corpus import Chunk
+        >>> page = Chunk("p/", "a", "Page", "A", 'ask("What is  TOP-P?")', "p.md")
+        >>> quoted_questions([page], [Question("What is top-p?", ("p/",)), Question("Why?", ())])
+        [('What is top-p?', 'p/#a')]
+    """
+    texts = [(chunk.url, _plain(chunk.text)) for chunk in chunks]
+    return [
+        (question.question, url)
+        for question in questions
+        for url, text in texts
+        if _plain(question.question) in text
+    ]

