@@ -49,7 +49,7 @@ def context_messages(
         >>> chunk = Chunk("p/", "top-p", "Sampling", "Top-p", "Keeps the smallest set.", "p.md")
         >>> messages, used = context_messages("What is top-p?", [Hit(chunk, 1.0, 1)])
         >>> print(messages[0]["content"].splitlines()[-2:])
-        ['[1] Sampling: Top-p', 'Keeps the smallest set.']
+        ['[1] Sampling > Top-p', 'Keeps the smallest set.']
     """
     count = count_tokens or (lambda text: len(text) // 4)  # about 4 characters a token in English
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 50:

@@ -257,7 +257,7 @@ COMMON_HEADINGS = ("In the package", "Exercises", "Sources")
 
 
 def page_summaries(chunks: Iterable[Chunk]) -> dict[str, str]:
-    """One short text per page: its title, its section headings, and its opening paragraph.
+    r"""One short text per page: its title, its section headings, and its opening paragraph.
 
     Embedded as one vector per page, it says what the page as a whole is
     about, which a single section often does not (the hybrid search ranks
