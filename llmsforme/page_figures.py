@@ -24,9 +24,11 @@ The placeholder is a call, between double braces::
   ``re.MULTILINE``) that must match exactly once and capture the number in
   its first group;
 * ``over=`` divides by a second value of the same file (a JSON Pointer, or
-  with ``pattern``, a second pattern), for ratios;
+  with ``pattern``, a second pattern), for ratios; ``minus=`` subtracts
+  one instead, for differences (such as the memory a library adds);
 * ``format=`` is a Python format spec (``".1f"``, ``","``, ``".0%"``); a
-  plain value is written as stored without it, a ratio needs one.
+  plain value is written as stored without it, a ratio or a difference
+  needs one.
 
 Anything wrong (a missing file, key or match, a malformed placeholder)
 raises :class:`FigureError`, which names the placeholder: the site's strict
@@ -51,7 +53,7 @@ __all__ = ["FigureError", "figure_value", "substitute_figures"]
 PLACEHOLDER = re.compile(r"\{\{\s*(figure\s*\(.*?\))\s*\}\}", re.DOTALL)
 #: What starts a placeholder; one that PLACEHOLDER cannot read is an error, not text.
 _OPENING = re.compile(r"\{\{\s*figure\b")
-_KEYWORDS = {"over", "format", "pattern"}
+_KEYWORDS = {"over", "minus", "format", "pattern"}
 
 
 class FigureError(ValueError):
@@ -97,6 +99,7 @@ def figure_value(
     pointer: str | None = None,
     *,
     over: str | None = None,
+    minus: str | None = None,
     pattern: str | None = None,
     format: str | None = None,  # the placeholder's own word (it hides the built-in here)
 ) -> str:
@@ -111,6 +114,8 @@ def figure_value(
         '150.0'
         >>> figure_value(root, "speed.json", "/a.b/fast", over="/a.b/slow", format=".1f")
         '6.0'
+        >>> figure_value(root, "speed.json", "/a.b/fast", minus="/a.b/slow", format=".0f")
+        '125'
     """
     where = f"figure({path!r})"
     if not isinstance(path, str) or not path:
@@ -121,6 +126,9 @@ def figure_value(
         raise FigureError(f"{where}: the file must be inside the repository {root}")
     if not file.is_file():
         raise FigureError(f"{where}: no file {file}")
+    if over is not None and minus is not None:
+        raise FigureError(f"{where}: over= (a ratio) and minus= (a difference) cannot be combined")
+    other = over if over is not None else minus
     text = file.read_text(encoding="utf-8")
     if file.suffix == ".json":
         if pattern is not None or pointer is None:
@@ -130,20 +138,21 @@ def figure_value(
         except json.JSONDecodeError as error:
             raise FigureError(f"{where}: not valid JSON: {error}") from None
         value = _pointer(document, pointer, where)
-        divisor = _pointer(document, over, where) if over is not None else None
+        second = _pointer(document, other, where) if other is not None else None
     else:
         if pattern is None or pointer is not None:
             raise FigureError(f"{where}: a text file takes pattern=, a regular expression with one group")
         value = _match(text, pattern, where)
-        divisor = _match(text, over, where) if over is not None else None
-    if divisor is not None:
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (value, divisor)):
-            raise FigureError(f"{where}: a ratio needs two numbers, got {value!r} and {divisor!r}")
-        if divisor == 0:
+        second = _match(text, other, where) if other is not None else None
+    if second is not None:
+        kind = "a ratio" if over is not None else "a difference"
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (value, second)):
+            raise FigureError(f"{where}: {kind} needs two numbers, got {value!r} and {second!r}")
+        if over is not None and second == 0:
             raise FigureError(f"{where}: the divisor {over!r} is 0")
         if format is None:
-            raise FigureError(f"{where}: a ratio needs format=, such as '.1f'")
-        value = value / divisor
+            raise FigureError(f"{where}: {kind} needs format=, such as '.1f'")
+        value = value / second if over is not None else value - second
     if format is None:
         if isinstance(value, (dict, list)):
             raise FigureError(f"{where}: {pointer!r} is a {type(value).__name__}, not a single value")

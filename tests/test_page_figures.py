@@ -71,6 +71,20 @@ def test_a_ratio_divides_two_values_and_needs_a_format(root: Path):
         figure_value(root, "data/bench.json", fast, over=slow)
 
 
+def test_a_difference_subtracts_two_values_needs_a_format_and_excludes_a_ratio(root: Path):
+    fast, slow = "/greedy/llama.cpp Q4_1 (x)/tokens_per_second", "/greedy/transformers (x)/tokens_per_second"
+    assert figure_value(root, "data/bench.json", fast, minus=slow, format=".1f") == "122.7"  # 147.6 - 24.9
+    assert figure_value(root, "data/bench.json", slow, minus=fast, format=".1f") == "-122.7"
+    row = r"^ +{} +[\d.]+ +[\d.]+% +([\d.]+)$"
+    assert figure_value(root, "data/server.txt", pattern=row.format(8), minus=row.format(1), format=".1f") == "9.7"
+    with pytest.raises(FigureError, match="difference needs format"):
+        figure_value(root, "data/bench.json", fast, minus=slow)
+    with pytest.raises(FigureError, match="cannot be combined"):
+        figure_value(root, "data/bench.json", fast, over=slow, minus=slow, format=".1f")
+    with pytest.raises(FigureError, match="difference needs two numbers"):
+        figure_value(root, "data/bench.json", "/a~1b", minus="/greedy", format=".1f")
+
+
 def test_a_text_file_is_read_with_a_pattern_that_matches_once(root: Path):
     row = r"^ +{} +[\d.]+ +[\d.]+% +([\d.]+)$"
     assert figure_value(root, "data/server.txt", pattern=row.format(8), format=".1f") == "12.5"
