@@ -388,6 +388,7 @@ def beam_search(
     num_return_sequences: int = 1,
     eos_token_id: int | Sequence[int] | None = None,
     trace: bool = False,
+    logits_processors: Sequence[LogitsProcessor] = (),
 ) -> Generation:
     """Beam search: keep the ``num_beams`` most likely partial sequences.
 
@@ -406,6 +407,10 @@ def beam_search(
             finished; ``False`` stops when no running beam can plausibly beat
             the finished ones (heuristic); ``"never"`` only when none can.
         num_return_sequences: how many finished sequences to return (<= num_beams).
+        logits_processors: functions ``(generated_ids, log_probs) -> log_probs``
+            applied to each beam's next-token log-probabilities, with that
+            beam's tokens so far, before the candidates are ranked (as in
+            transformers); a constrained-decoding grammar goes here.
 
     Example (the course's example: greedy would take "plain", p = 0.6):
         >>> from llmsforme.lm import ToyModel
@@ -432,6 +437,7 @@ def beam_search(
         raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
     eos = _eos_ids(lm, eos_token_id)
     length_penalty = float(length_penalty)
+    processors = _check_step_hooks(logits_processors, None)
 
     # Candidates ranked per step: enough that num_beams of them can run on even
     # if the best ones all end with an end token.
@@ -452,7 +458,15 @@ def beam_search(
     logits, cache = lm.start(torch.tensor([prompt_ids] * num_beams))
     for length in range(1, max_new_tokens + 1):
         log_probs = torch.log_softmax(logits, dim=-1)  # [num_beams, vocab]
-        totals = (log_probs + running_scores[:, None]).reshape(-1)
+        scores = log_probs
+        if processors:
+            rows = []
+            for beam, row in zip(running, log_probs):
+                for process in processors:
+                    row = process(beam, row)
+                rows.append(row)
+            scores = torch.stack(rows)
+        totals = (scores + running_scores[:, None]).reshape(-1)
         top_scores, top_flat = torch.topk(totals, n_candidates)
         parents = top_flat // vocab
         tokens = top_flat % vocab

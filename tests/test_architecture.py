@@ -20,6 +20,7 @@ LAYERS = {
     "model_source": 1,
     "lm": 2,
     "processors": 3,
+    "constrained": 3,  # a processor: imports the grammar library and torch, nothing of the package
     "decoding": 4,
     "examples": 4,
     "chat": 5,
