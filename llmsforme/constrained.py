@@ -57,6 +57,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -71,7 +72,8 @@ __all__ = ["AllowedTokens", "GrammarProcessor", "allowed_tokens", "any_json", "c
 #: and ``,``, no newlines, so the model cannot pad its reply with blanks forever.
 JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
-_VOCABULARIES: dict[int, tuple[Any, Any]] = {}  # id(source) -> (source, its _Vocabulary)
+# source -> its _Vocabulary; weak, so that a cached vocabulary never keeps a model alive
+_VOCABULARIES: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
 class _WordVocabulary:
@@ -104,9 +106,12 @@ class _Vocabulary:
 
 def _vocabulary(source: Any) -> _Vocabulary:
     """llguidance's view of the vocabulary of ``source``, built once per source (about 0.5 s)."""
-    cached = _VOCABULARIES.get(id(source))
-    if cached is not None and cached[0] is source:
-        return cached[1]
+    try:
+        cached = _VOCABULARIES.get(source)
+    except TypeError:  # not weakly referable: built every time
+        cached = None
+    if cached is not None:
+        return cached
     adapter = callable(getattr(source, "start", None))  # a LanguageModel of llmsforme.lm
     eos = [int(i) for i in source.eos_token_ids] if adapter else None
     size = int(source.vocab_size) if adapter else None
@@ -134,7 +139,10 @@ def _vocabulary(source: Any) -> _Vocabulary:
 
         tokenizer = from_tokenizer(hf, n_vocab=size, eos_token=eos)
     vocabulary = _Vocabulary(tokenizer, int(size or tokenizer.vocab_size), tuple(eos or tokenizer.eos_tokens), words)
-    _VOCABULARIES[id(source)] = (source, vocabulary)
+    try:
+        _VOCABULARIES[source] = vocabulary
+    except TypeError:
+        pass
     return vocabulary
 
 

@@ -1,8 +1,8 @@
 """Constrained decoding: the grammar's mask guarantees the format, on every adapter and strategy.
 
 The guarantee is measured on the course model (through llama.cpp, the
-fastest adapter here): over 60 seeded cases (5 schemas x 3 prompts x greedy
-and 3 sampling seeds), every constrained reply parses and validates with
+fastest adapter here): over 50 seeded cases (5 schemas x 2 prompts x greedy
+and 4 sampling seeds), every constrained reply parses and validates with
 ``jsonschema``; the same cases without the processor fail often, and the
 count is printed.
 """
@@ -32,7 +32,7 @@ SCHEMAS = {
     "person": {
         "type": "object",
         "properties": {
-            "name": {"type": "string", "maxLength": 24},
+            "name": {"type": "string", "maxLength": 16},
             "age": {"type": "integer", "minimum": 0, "maximum": 120},
             "role": {"type": "string", "enum": ["student", "teacher", "admin"]},
         },
@@ -42,10 +42,10 @@ SCHEMAS = {
     "book": {  # a nested object
         "type": "object",
         "properties": {
-            "title": {"type": "string", "maxLength": 30},
+            "title": {"type": "string", "maxLength": 16},
             "author": {
                 "type": "object",
-                "properties": {"first": {"type": "string", "maxLength": 16}, "last": {"type": "string", "maxLength": 16}},
+                "properties": {"first": {"type": "string", "maxLength": 10}, "last": {"type": "string", "maxLength": 10}},
                 "required": ["first", "last"],
                 "additionalProperties": False,
             },
@@ -97,9 +97,8 @@ SCHEMAS = {
 PROMPTS = [
     "Give me an example.",
     "Make up a record about your favourite thing.",
-    "Answer in JSON, please.",
 ]
-SEEDS = [None, 1, 2, 3]  # None: greedy
+SEEDS = [None, 1, 2, 3, 4]  # None: greedy
 CASES = [(schema, prompt, seed) for schema in SCHEMAS for prompt in PROMPTS for seed in SEEDS]
 MAX_NEW_TOKENS = 64
 
