@@ -66,7 +66,17 @@ import llguidance
 import numpy as np
 import torch
 
-__all__ = ["AllowedTokens", "GrammarProcessor", "allowed_tokens", "any_json", "choice", "json_schema", "regex"]
+__all__ = [
+    "AllowedTokens",
+    "GrammarProcessor",
+    "UnsupportedSchemaError",
+    "allowed_tokens",
+    "any_json",
+    "check_strict_schema",
+    "choice",
+    "json_schema",
+    "regex",
+]
 
 #: JSON written as ``{"key": "value", "list": [1, 2]}``: one space after ``:``
 #: and ``,``, no newlines, so the model cannot pad its reply with blanks forever.
@@ -338,3 +348,118 @@ def allowed_tokens(processor: GrammarProcessor, model: Any, text: str, *, sample
         allowed_sample=shown(torch.nonzero(mask).flatten()),
         refused_sample=shown(torch.nonzero(~mask).flatten()),
     )
+
+
+# --- OpenAI strict mode's subset of JSON Schema -------------------------------------------
+
+#: The keywords a schema may use in OpenAI's strict mode (its Structured Outputs
+#: guide, "Supported schemas"): the types, ``anyOf``, local ``$ref`` with
+#: ``$defs``, and a few constraints per type. Annotations are allowed too.
+STRICT_KEYWORDS = {
+    "any": {"type", "enum", "const", "anyOf", "$ref", "$defs", "definitions",
+            "title", "description", "default", "examples", "$comment", "$schema"},
+    "object": {"properties", "required", "additionalProperties"},
+    "array": {"items", "minItems", "maxItems"},
+    "string": {"pattern", "format"},
+    "number": {"multipleOf", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"},
+}
+#: The string ``format`` values strict mode accepts.
+STRICT_FORMATS = ("date-time", "time", "date", "duration", "email", "hostname", "ipv4", "ipv6", "uuid")
+_TYPES = {"object", "array", "string", "number", "integer", "boolean", "null"}
+_ALLOWED = set().union(*STRICT_KEYWORDS.values())
+
+
+class UnsupportedSchemaError(ValueError):
+    """A schema uses what OpenAI's strict mode does not accept: ``keyword`` at ``path`` (a JSON Pointer)."""
+
+    def __init__(self, message: str, keyword: str, path: str) -> None:
+        super().__init__(message)
+        self.keyword = keyword
+        self.path = path
+
+
+def check_strict_schema(schema: Any, *, strict: bool = True) -> None:
+    """Raise :class:`UnsupportedSchemaError` where ``schema`` leaves OpenAI strict mode's subset.
+
+    llguidance compiles more than that subset, and silently ignores some
+    keywords it cannot enforce (``patternProperties``, ``minProperties``),
+    so a server that promises valid output checks the keywords itself. Every
+    keyword must be one of :data:`STRICT_KEYWORDS`, a ``format`` one of
+    :data:`STRICT_FORMATS`, a ``$ref`` point inside the schema (``#...``).
+    With ``strict=True`` the structure must also be strict mode's: the root
+    is an object, every object sets ``additionalProperties: false`` and lists
+    all its properties in ``required``.
+
+    Example:
+        >>> check_strict_schema({"type": "object", "properties": {"tags": {"type": "object",
+        ...     "patternProperties": {"^x": {"type": "string"}}}}}, strict=False)
+        Traceback (most recent call last):
+        ...
+        llmsforme.constrained.UnsupportedSchemaError: 'patternProperties' at #/properties/tags is not supported \
+(OpenAI's strict mode does not accept it)
+    """
+    if not isinstance(schema, Mapping):
+        raise TypeError(f"schema must be a JSON Schema (a dict), got {type(schema).__name__}")
+    if strict and (schema.get("type") != "object" or "anyOf" in schema):
+        raise _refuse("type", "#", "the root of a strict schema must be an object, not a union or another type")
+    _check_node(schema, "#", schema, strict)
+
+
+def _refuse(keyword: str, path: str, why: str = "OpenAI's strict mode does not accept it") -> UnsupportedSchemaError:
+    return UnsupportedSchemaError(f"{keyword!r} at {path} is not supported ({why})", keyword, path)
+
+
+def _check_node(node: Any, path: str, root: Mapping[str, Any], strict: bool) -> None:
+    if isinstance(node, bool):
+        raise _refuse("true" if node else "false", path, "a schema must be an object, not a boolean")
+    if not isinstance(node, Mapping):
+        raise UnsupportedSchemaError(f"the schema at {path} must be an object, got {type(node).__name__}", "", path)
+    for keyword in node:
+        if keyword not in _ALLOWED:
+            raise _refuse(str(keyword), path)
+    kinds = node.get("type", [])
+    for kind in kinds if isinstance(kinds, list) else [kinds]:
+        if kind not in _TYPES:
+            raise _refuse("type", path, f"unknown type {kind!r}")
+    if "format" in node and node["format"] not in STRICT_FORMATS:
+        raise _refuse("format", path, f"format {node['format']!r} is not one of {', '.join(STRICT_FORMATS)}")
+    ref = node.get("$ref")
+    if ref is not None and not _resolves(ref, root):
+        raise _refuse("$ref", path, f"{ref!r} does not point inside this schema")
+    properties = node.get("properties", {}) if isinstance(node.get("properties"), Mapping) else {}
+    if strict and ("object" == kinds or (isinstance(kinds, list) and "object" in kinds)):
+        if node.get("additionalProperties") is not False:
+            raise _refuse("additionalProperties", path, "strict mode needs 'additionalProperties': false on every object")
+        missing = [name for name in properties if name not in node.get("required", [])]
+        if missing:
+            raise _refuse("required", path, f"strict mode needs every property in 'required'; missing {missing}")
+    for name, kind in (("properties", Mapping), ("$defs", Mapping), ("definitions", Mapping), ("anyOf", list)):
+        if name in node and not isinstance(node[name], kind):
+            raise _refuse(name, path, f"'{name}' must be {'an object' if kind is Mapping else 'a list'}")
+    children = [(f"{path}/properties/{_escape(k)}", v) for k, v in properties.items()]
+    for name in ("$defs", "definitions"):
+        children += [(f"{path}/{name}/{_escape(k)}", v) for k, v in node.get(name, {}).items()]
+    children += [(f"{path}/anyOf/{i}", v) for i, v in enumerate(node.get("anyOf", []))]
+    if "items" in node:
+        children.append((f"{path}/items", node["items"]))
+    if isinstance(node.get("additionalProperties"), Mapping):
+        children.append((f"{path}/additionalProperties", node["additionalProperties"]))
+    for child_path, child in children:
+        _check_node(child, child_path, root, strict)
+
+
+def _escape(key: str) -> str:
+    return str(key).replace("~", "~0").replace("/", "~1")
+
+
+def _resolves(ref: Any, root: Mapping[str, Any]) -> bool:
+    """``ref`` is ``#`` or a JSON Pointer ``#/...`` to a schema inside ``root``."""
+    if not isinstance(ref, str) or not ref.startswith("#"):
+        return False
+    node: Any = root
+    for part in filter(None, ref[1:].split("/")):
+        part = part.replace("~1", "/").replace("~0", "~")
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return isinstance(node, Mapping)

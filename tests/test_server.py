@@ -265,7 +265,7 @@ BAD_REQUESTS = [
     ({"logprobs": "yes"}, "logprobs"),
     ({"stream_options": {"include_usage": True}}, "stream_options"),
     ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-    ({"response_format": {"type": "json_object"}}, "response_format"),
+    ({"response_format": {"type": "xml"}}, "response_format.type"),
     ({"logit_bias": {"1": 5}}, "logit_bias"),
     ({"extra_body": {"banana": 1}}, "banana"),
     ({"messages": []}, "messages"),

@@ -16,6 +16,7 @@ Taught in: [Your first call](../part-3/first-call.ipynb),
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -36,7 +37,7 @@ from ..chat import RoleInjectionError
 from . import ollama_api
 from .engine import Delta, Engine, Finish
 from .errors import SERVER_ERROR_MESSAGE, APIError
-from .openai_api import MODEL_ID, chat_messages, chunk, completion, parse_request, settings_for
+from .openai_api import MODEL_ID, chat_messages, chunk, completion, parse_request, response_schema, settings_for
 
 __all__ = ["create_app", "RateLimit", "MAX_BODY_BYTES", "DEFAULT_MAX_TOKENS"]
 
@@ -267,6 +268,13 @@ def create_app(
         except (ValueError, TypeError) as error:
             raise APIError.bad_request(str(error), param="messages") from None
         settings = settings_for(body, len(prompt.ids), max_tokens_limit, engine.context_window)
+        schema = response_schema(body)
+        if schema is not None:
+            try:
+                constraint = engine.json_constraint(schema)
+            except ValueError as error:
+                raise APIError.bad_request(f"Invalid schema for response_format: {error}.", param="response_format") from None
+            settings = dataclasses.replace(settings, constraint=constraint)
         request_id = "chatcmpl-" + uuid.uuid4().hex
         created = int(time.time())
         cancelled = threading.Event()

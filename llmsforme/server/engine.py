@@ -19,8 +19,9 @@ Taught in: [Your first call](../part-3/first-call.ipynb),
 from __future__ import annotations
 
 import functools
+import json
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ import torch
 
 from .. import decoding
 from ..chat import ChatPrompt, chat_prompt
+from ..constrained import GrammarProcessor, json_schema
 from ..lm import as_language_model
 from ..processors import penalize
 
@@ -58,6 +60,9 @@ class Settings:
     top_logprobs: int = 0
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    #: A logits processor every reply must obey, such as a grammar from
+    #: :meth:`Engine.json_constraint` (``response_format``, Ollama's ``format``).
+    constraint: Callable[[Any, torch.Tensor], torch.Tensor] | None = None
 
     @property
     def greedy(self) -> bool:
@@ -214,11 +219,47 @@ class Engine:
         #: Prompt and reply together must fit in this many tokens.
         self.context_window = int(getattr(self.lm, "context_window", 0) or 2048)
         self.history: deque[Record] = deque(maxlen=100)
+        self._grammars: OrderedDict[str, GrammarProcessor] = OrderedDict()
+        self._grammars_lock = threading.Lock()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmsforme-generate")
 
     def prompt(self, messages: Sequence[Mapping[str, Any]]) -> ChatPrompt:
         """Validate and encode a conversation (raises ``ValueError``/``TypeError`` on bad input)."""
         return chat_prompt(self.tokenizer, messages, template=self.template)
+
+    #: How many compiled schemas :meth:`json_constraint` keeps.
+    GRAMMAR_CACHE_SIZE = 64
+
+    def json_constraint(self, schema: Mapping[str, Any]) -> GrammarProcessor:
+        """The processor that keeps replies to JSON valid against ``schema``; ``ValueError`` if it cannot be built.
+
+        Compiled grammars are cached per schema (its JSON text, key order
+        included, since the order of the properties is the order the JSON is
+        written in): a client that sends the same schema with every request
+        pays for the compilation once. The cache keeps the last
+        :attr:`GRAMMAR_CACHE_SIZE` schemas. A cached processor is shared by
+        the requests that use its schema, which is safe because the engine
+        runs one request at a time.
+
+        Example:
+            >>> from llmsforme import load_model
+            >>> engine = Engine(*load_model())
+            >>> engine.json_constraint({"type": "object"}) is engine.json_constraint({"type": "object"})
+            True
+            >>> engine.close()
+        """
+        key = json.dumps(schema, ensure_ascii=False)
+        with self._grammars_lock:
+            processor = self._grammars.get(key)
+            if processor is not None:
+                self._grammars.move_to_end(key)
+                return processor
+        processor = json_schema(self.lm, schema)  # compiled outside the lock: a few milliseconds
+        with self._grammars_lock:
+            self._grammars[key] = processor
+            while len(self._grammars) > self.GRAMMAR_CACHE_SIZE:
+                self._grammars.popitem(last=False)
+        return processor
 
     def submit(
         self,
@@ -320,6 +361,8 @@ class Engine:
                     frequency_penalty=settings.frequency_penalty,
                 )
             )
+        if settings.constraint is not None:  # last: it masks what the penalties left
+            processors.append(settings.constraint)
         common = {
             "max_new_tokens": settings.max_tokens,
             "eos_token_id": end_ids,

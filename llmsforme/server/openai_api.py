@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..constrained import UnsupportedSchemaError, check_strict_schema
 from .engine import Delta, Finish, Settings, TokenLogprob
 from .errors import APIError
 
@@ -28,7 +29,9 @@ __all__ = [
     "MAX_N",
     "UNSUPPORTED",
     "ChatCompletionRequest",
+    "ResponseFormat",
     "parse_request",
+    "response_schema",
     "chat_messages",
     "settings_for",
     "completion",
@@ -48,7 +51,6 @@ UNSUPPORTED = {
     "parallel_tool_calls": "the course model was not trained to call tools",
     "functions": "the course model was not trained to call functions",
     "function_call": "the course model was not trained to call functions",
-    "response_format": "structured output (JSON mode, JSON schemas) is not implemented",
     "logit_bias": "logit_bias is not implemented",
     "audio": "the course model reads and writes text only",
     "modalities": "the course model reads and writes text only",
@@ -73,6 +75,26 @@ class StreamOptions(BaseModel):
     include_usage: bool | None = None
 
 
+class JSONSchemaFormat(BaseModel):
+    """``response_format.json_schema``: a named schema, strict or not."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    """``response_format``: ``text``, ``json_object`` (any JSON object) or ``json_schema``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+
 class ChatCompletionRequest(BaseModel):
     """The body of ``POST /v1/chat/completions``: what the server honours, with its ranges."""
 
@@ -93,6 +115,7 @@ class ChatCompletionRequest(BaseModel):
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    response_format: ResponseFormat | None = None
 
 
 def _param(location: tuple[Any, ...]) -> str:
@@ -197,6 +220,46 @@ def chat_messages(raw: list[dict[str, Any]]) -> list[dict[str, str]]:
             raise APIError.bad_request(f"messages[{index}] has no content.", param=f"messages[{index}].content")
         messages.append({"role": role, "content": _text_content(index, message["content"])})
     return messages
+
+
+def response_schema(request: ChatCompletionRequest) -> dict[str, Any] | None:
+    """The JSON Schema the reply must follow (``None``: plain text); 400 if the server cannot promise it.
+
+    ``json_object`` is any JSON object. A ``json_schema`` must keep to OpenAI
+    strict mode's keywords (:func:`~llmsforme.constrained.check_strict_schema`)
+    whether ``strict`` is set or not, since the server always enforces the
+    schema; with ``strict: true`` it must also have strict mode's structure.
+
+    Example:
+        >>> request = parse_request(b'{"model": "m", "messages": [{}], "response_format": {"type": "json_schema",'
+        ...     b' "json_schema": {"name": "a", "schema": {"type": "object", "not": {}}}}}')
+        >>> response_schema(request)
+        Traceback (most recent call last):
+        ...
+        llmsforme.server.errors.APIError: Invalid schema for response_format 'a': 'not' at # is not supported \
+(OpenAI's strict mode does not accept it).
+    """
+    form = request.response_format
+    if form is None or form.type == "text":
+        if form is not None and form.json_schema is not None:
+            raise APIError.bad_request("json_schema is only allowed with type 'json_schema'.", param="response_format")
+        return None
+    if form.type == "json_object":
+        if form.json_schema is not None:
+            raise APIError.bad_request("json_schema is only allowed with type 'json_schema'.", param="response_format")
+        return {"type": "object"}
+    if form.json_schema is None or form.json_schema.schema_ is None:
+        raise APIError.bad_request(
+            "response_format of type 'json_schema' needs json_schema.schema.", param="response_format.json_schema"
+        )
+    schema = form.json_schema.schema_
+    try:
+        check_strict_schema(schema, strict=bool(form.json_schema.strict))
+    except UnsupportedSchemaError as error:
+        raise APIError.bad_request(
+            f"Invalid schema for response_format {form.json_schema.name!r}: {error}.", param="response_format"
+        ) from None
+    return schema
 
 
 def settings_for(request: ChatCompletionRequest, prompt_tokens: int, limit: int, context_window: int) -> Settings:
