@@ -278,6 +278,24 @@ def test_guided_samples_show_the_digit_asked_for(model, classifier):
     assert unguided.diversity > guided.diversity  # and guidance pays for it in variety
 
 
+def test_the_stored_sweeps_are_what_grade_measures(model, classifier):
+    """The pages read scripts/grade_sweeps.py's data. Its cheapest point (3 s) is recomputed here; a
+    guidance row would take 20 s, so that file is checked for agreement with its own verdicts."""
+    data = ROOT / "examples" / "part-5" / "data"
+    samplers = json.loads((data / "sampler_steps.json").read_text())
+    row = next(r for r in samplers["rows"] if (r["sampler"], r["steps"]) == ("ddim", 5))
+    fast = grade(model, classifier, per_digit=samplers["per_digit"], sampler="ddim", steps=5,
+                 guidance_scale=samplers["guidance_scale"], seed=samplers["seed"])
+    assert (row["accuracy"], row["diversity"]) == (round(fast.accuracy, 3), round(fast.diversity, 3))
+    scales = json.loads((data / "guidance_scales.json").read_text())
+    verdicts = torch.tensor(scales["verdicts_at_shipped_scale"])
+    asked = torch.arange(10).repeat_interleave(scales["per_digit"])
+    shipped = scales["rows"][str(int(scales["shipped_scale"]))]
+    assert shipped["accuracy"] == round(float((verdicts == asked).float().mean()), 3)
+    for digit, share in shipped["per_digit"].items():
+        assert share == round(float((verdicts[asked == int(digit)] == int(digit)).float().mean()), 3)
+
+
 def test_diversity_checks_its_input():
     with pytest.raises(ValueError, match="one label per image"):
         diversity(torch.zeros(3, 1, 16, 16), torch.tensor([1, 2]))
@@ -290,7 +308,8 @@ def test_the_training_script_writes_a_loadable_model(tmp_path):
     result = subprocess.run(
         [
             sys.executable, str(ROOT / "scripts" / "train_digits_diffusion.py"),
-            "--epochs", "1", "--out", str(out), "--prediction-type", "v_prediction",
+            "--epochs", "1", "--evaluate-per-digit", "2", "--out", str(out),
+            "--prediction-type", "v_prediction",
         ],
         capture_output=True, text=True, timeout=300,
     )
