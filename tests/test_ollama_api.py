@@ -88,7 +88,7 @@ def test_stop_strings(client):
         ({"model": MODEL_ID, "messages": MESSAGES, "options": {"top_k": -5}}, 400, "top_k"),
         ({"model": MODEL_ID, "messages": MESSAGES, "options": {"num_predict": 100_000}}, 400, "num_predict"),
         ({"model": MODEL_ID, "messages": MESSAGES, "options": {"mirostat": 1}}, 400, "mirostat"),
-        ({"model": MODEL_ID, "messages": MESSAGES, "format": "json"}, 400, "format"),
+        ({"model": MODEL_ID, "messages": MESSAGES, "format": {"type": "object", "not": {}}}, 400, "format"),
         ({"model": MODEL_ID, "messages": MESSAGES, "tools": [{"type": "function", "function": {"name": "f"}}]},
          400, "tools"),
         ({"model": MODEL_ID, "messages": [{"role": "wizard", "content": "Hi"}]}, 400, "role"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from enum import Enum
 
+import httpx2 as httpx
 import jsonschema
 import ollama
 import openai
@@ -197,3 +198,56 @@ def test_bad_response_formats_are_400_and_the_server_keeps_serving(client):
     # text is plain text: the same reply as no response_format at all
     assert (create(client, ask("Hi"), temperature=0, max_tokens=8, response_format={"type": "text"}).choices[0].message.content
             == create(client, ask("Hi"), temperature=0, max_tokens=8).choices[0].message.content)
+
+
+# --- Ollama's format ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ollama_client(server):
+    return ollama.Client(host=server.base_url.removesuffix("/v1"))
+
+
+class City(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")  # "additionalProperties": false
+
+    name: str
+    country: str
+    population: int = pydantic.Field(ge=0, le=100_000_000)
+
+
+GREEDY = {"temperature": 0, "num_predict": 60}
+
+
+def test_ollama_format_json_and_schema(ollama_client):
+    messages = ask("Describe a person as JSON with name, age and city.")
+    reply = ollama_client.chat(model=MODEL_ID, messages=messages, format="json", options=GREEDY)
+    assert reply.done_reason == "stop" and parses(reply.message.content), reply.message.content
+    schema = City.model_json_schema()  # Ollama's documented way (not strict: no "required" rule)
+    city_messages = ask("Tell me about Paris as JSON.")
+    reply = ollama_client.chat(model=MODEL_ID, messages=city_messages, format=schema, options=GREEDY)
+    assert reply.done_reason == "stop", reply.message.content
+    city = City.model_validate_json(reply.message.content)
+    assert parses(reply.message.content, schema) and city.name
+    streamed = "".join(part.message.content for part in ollama_client.chat(
+        model=MODEL_ID, messages=city_messages, format=schema, options=GREEDY, stream=True))
+    assert streamed == reply.message.content
+    generated = ollama_client.generate(model=MODEL_ID, prompt="Tell me about Paris as JSON.", format=schema,
+                                       options=GREEDY)
+    assert generated.response == reply.message.content
+
+
+def test_ollama_bad_formats_get_ollamas_error(server, ollama_client):
+    for form, words in [
+        ({"type": "object", "properties": {"a": {"type": "object", "patternProperties": {"x": {}}}}},
+         "'patternProperties' at #/properties/a"),
+        ({"type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}}, "'$ref' at #/properties/a"),
+    ]:
+        with pytest.raises(ollama.ResponseError) as caught:
+            ollama_client.chat(model=MODEL_ID, messages=ask("Hi"), format=form)
+        assert caught.value.status_code == 400 and words in caught.value.error, caught.value.error
+    # A string other than "json": the client refuses it, so send it by hand.
+    response = httpx.post(server.base_url.removesuffix("/v1") + "/api/chat",
+                          json={"model": MODEL_ID, "messages": ask("Hi"), "format": "yaml"})
+    assert response.status_code == 400 and "format" in response.json()["error"]
+    assert ollama_client.chat(model=MODEL_ID, messages=ask("Hi"), options={"temperature": 0, "num_predict": 1}).done

@@ -503,7 +503,15 @@ def create_app(
         return JSONResponse(final)
 
     def ollama_room(prompt: Any, body: Any) -> Any:
-        return ollama_api.settings_for(body.options, max_tokens_limit, engine.context_window - len(prompt.ids))
+        settings = ollama_api.settings_for(body.options, max_tokens_limit, engine.context_window - len(prompt.ids))
+        schema = ollama_api.format_schema(body.format)
+        if schema is None:
+            return settings
+        try:
+            constraint = engine.json_constraint(schema)
+        except ValueError as error:
+            raise ollama_api.OllamaError(400, f"invalid JSON schema in format: {error}") from None
+        return dataclasses.replace(settings, constraint=constraint)
 
     def ollama_model(name: str) -> None:
         if not ollama_api.model_name_ok(name):

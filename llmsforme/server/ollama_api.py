@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..constrained import UnsupportedSchemaError, check_strict_schema
 from .engine import Settings
 from .openai_api import MODEL_ID
 
@@ -31,6 +32,7 @@ __all__ = [
     "ChatRequest",
     "GenerateRequest",
     "parse",
+    "format_schema",
     "settings_for",
     "model_name_ok",
     "timestamp",
@@ -41,7 +43,6 @@ OLLAMA_DEFAULTS = {"temperature": 0.8, "top_k": 40, "top_p": 0.9}
 
 #: Request fields of Ollama's API that the course's server refuses, and why.
 UNSUPPORTED = {
-    "format": "structured output (JSON mode, JSON schemas) is not implemented",
     "tools": "the course model was not trained to call tools",
     "images": "the course model reads text only",
     "suffix": "fill-in-the-middle is not implemented",
@@ -82,6 +83,7 @@ class _Request(BaseModel):
     stream: bool | None = None
     options: OllamaOptions | None = None
     keep_alive: float | str | None = None  # the model always stays loaded: no effect
+    format: str | dict[str, Any] | None = None  # "json" or a JSON Schema: see format_schema
 
 
 class ChatRequest(_Request):
@@ -152,6 +154,35 @@ def chat_messages(raw: list[dict[str, Any]]) -> list[dict[str, str]]:
             raise OllamaError(400, f"messages[{index}].content must be a string")
         messages.append({"role": message.get("role"), "content": message["content"]})
     return messages
+
+
+def format_schema(format: str | dict[str, Any] | None) -> dict[str, Any] | None:
+    """The JSON Schema of Ollama's ``format`` (``None``: plain text), or :class:`OllamaError` (400).
+
+    ``"json"`` is any JSON object; a schema must keep to the keywords of
+    OpenAI's strict mode (:func:`~llmsforme.constrained.check_strict_schema`,
+    without strict mode's structure rules), which the server can enforce.
+
+    Example:
+        >>> format_schema("json")
+        {'type': 'object'}
+        >>> format_schema({"type": "object", "properties": {"a": {"type": "string", "format": "uri"}}})
+        Traceback (most recent call last):
+        ...
+        llmsforme.server.ollama_api.OllamaError: invalid JSON schema in format: 'format' at #/properties/a is not \
+supported (format 'uri' is not one of date-time, time, date, duration, email, hostname, ipv4, ipv6, uuid)
+    """
+    if format is None or format == "":
+        return None
+    if format == "json":
+        return {"type": "object"}
+    if isinstance(format, str):
+        raise OllamaError(400, f"invalid format {format!r}: give \"json\" or a JSON Schema object")
+    try:
+        check_strict_schema(format, strict=False)
+    except UnsupportedSchemaError as error:
+        raise OllamaError(400, f"invalid JSON schema in format: {error}") from None
+    return format
 
 
 def settings_for(options: OllamaOptions | None, limit: int, room: int) -> Settings:
