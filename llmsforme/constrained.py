@@ -75,6 +75,7 @@ __all__ = [
     "check_strict_schema",
     "choice",
     "json_schema",
+    "lark",
     "regex",
 ]
 
@@ -269,6 +270,27 @@ def any_json(model: Any) -> GrammarProcessor:
     processor = json_schema(model, {"type": "object"})
     processor.description = "any JSON object"
     return processor
+
+
+def lark(model: Any, rules: str, *, description: str = "grammar") -> GrammarProcessor:
+    """Only text that the Lark grammar ``rules`` accepts from its rule ``main`` (llguidance's Lark dialect).
+
+    The rules may embed JSON Schemas (``%json {...}``; give them
+    ``"x-guidance": JSON_LAYOUT`` to write them as :func:`json_schema`
+    does): the chat layer builds its "text or a tool call" grammar this way.
+
+    Example:
+        >>> from llmsforme.lm import ToyModel
+        >>> from llmsforme.decoding import greedy
+        >>> toy = ToyModel({"the": {"plain": 0.6, "meadow": 0.4}})
+        >>> greedy(toy, "the", logits_processors=[lark(toy, 'main: "meadow"')]).text
+        'meadow'
+    """
+    if not isinstance(rules, str) or "main" not in rules:
+        raise ValueError(f"rules must be a Lark grammar (a str) with a rule 'main', got {rules!r}")
+    words = _vocabulary(model).words
+    grammar = f'start: main{" " + json.dumps(" ") if words else ""}\n' + rules
+    return GrammarProcessor(llguidance.LLMatcher.grammar_from_lark(grammar), model, description=description)
 
 
 def regex(model: Any, pattern: str) -> GrammarProcessor:

@@ -18,6 +18,7 @@ from ..lm import as_language_model
 from .guard import OnSpecialTokens
 from .registry import ChatTemplate, get_template
 from .tokens import encode_chat
+from .tools import uses_tools, with_tools
 
 __all__ = ["chat", "chat_prompt", "ChatPrompt", "detect_template", "TextStream"]
 
@@ -125,6 +126,7 @@ def chat_prompt(
     *,
     template: str | ChatTemplate | None = None,
     on_special_tokens: OnSpecialTokens = "error",
+    tools: Sequence[Mapping[str, Any]] | None = None,
 ) -> ChatPrompt:
     """Validate and encode a conversation for the next reply; say which tokens end it.
 
@@ -139,9 +141,15 @@ def chat_prompt(
         >>> prompt.end_of_turn, tokenizer.convert_ids_to_tokens(prompt.end_of_turn)
         (2, '<|im_end|>')
 
+    With ``tools`` (OpenAI-shaped), or ``tool`` messages and assistant
+    ``tool_calls`` in the conversation, the messages are first written in the
+    tool format of :func:`~llmsforme.chat.with_tools`.
+
     Taught in: [Messages and roles](../part-3/messages.ipynb).
     """
     spec = get_template(detect_template(tokenizer) if template is None else template)
+    if uses_tools(messages, tools):
+        messages = with_tools(messages, tools)
     ids = encode_chat(tokenizer, messages, spec, add_generation_prompt=True, on_special_tokens=on_special_tokens)
     end_of_turn = tokenizer.convert_tokens_to_ids(spec.end_of_turn)
     if end_of_turn is None or tokenizer.convert_ids_to_tokens(end_of_turn) != spec.end_of_turn:

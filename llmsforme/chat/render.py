@@ -21,6 +21,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from .guard import OnSpecialTokens, check_on_special_tokens, raise_if_special_tokens
 from .messages import validate_messages
 from .registry import ChatTemplate, get_template
+from .tools import uses_tools, with_tools
 
 __all__ = ["render_chat"]
 
@@ -138,6 +139,7 @@ def render_chat(
     add_generation_prompt: bool = False,
     continue_final_message: bool = False,
     on_special_tokens: OnSpecialTokens = "error",
+    tools: Sequence[Mapping[str, Any]] | None = None,
 ) -> str:
     """The prompt text of ``messages`` in the format of ``template``.
 
@@ -154,6 +156,9 @@ def render_chat(
             of the template; ``"neutralise"`` lets it through. The text cannot
             show the difference: the token ids of
             :func:`~llmsforme.chat.encode_chat` can.
+        tools: functions the model may call (OpenAI's shape), described in
+            the system turn; ``tool`` messages and assistant ``tool_calls``
+            are written in the format of :func:`~llmsforme.chat.with_tools`.
 
     Example:
         >>> print(render_chat([{"role": "system", "content": "Be brief."},
@@ -174,6 +179,8 @@ def render_chat(
 
     Taught in: [Chat templates](../part-1/chat-templates.ipynb).
     """
+    if uses_tools(messages, tools):
+        messages = with_tools(messages, tools)
     spec = prepare(messages, template, add_generation_prompt, continue_final_message, on_special_tokens)
     return render_template(
         spec, messages, add_generation_prompt=add_generation_prompt, continue_final_message=continue_final_message
