@@ -37,7 +37,17 @@ from ..chat import RoleInjectionError
 from . import ollama_api
 from .engine import Delta, Engine, Finish
 from .errors import SERVER_ERROR_MESSAGE, APIError
-from .openai_api import MODEL_ID, chat_messages, chunk, completion, parse_request, response_schema, settings_for
+from .openai_api import (
+    MODEL_ID,
+    ToolCallStream,
+    chat_messages,
+    chunk,
+    completion,
+    parse_request,
+    response_schema,
+    settings_for,
+    tool_options,
+)
 
 __all__ = ["create_app", "RateLimit", "MAX_BODY_BYTES", "DEFAULT_MAX_TOKENS"]
 
@@ -257,8 +267,9 @@ def create_app(
         if body.model != MODEL_ID:
             raise _unknown_model(body.model)
         messages = chat_messages(body.messages)
+        tooling = tool_options(body)
         try:
-            prompt = engine.prompt(messages)
+            prompt = engine.prompt(messages, tooling[0] if tooling else None)
         except RoleInjectionError as error:
             # The package's message suggests a Python option; an API caller can only edit the text.
             reason = str(error).split(", which could forge a turn")[0]
@@ -274,6 +285,12 @@ def create_app(
                 constraint = engine.json_constraint(schema)
             except ValueError as error:
                 raise APIError.bad_request(f"Invalid schema for response_format: {error}.", param="response_format") from None
+            settings = dataclasses.replace(settings, constraint=constraint)
+        if tooling is not None:
+            try:
+                constraint = engine.tool_constraint(*tooling)
+            except ValueError as error:
+                raise APIError.bad_request(f"Invalid tools: {error}.", param="tools") from None
             settings = dataclasses.replace(settings, constraint=constraint)
         request_id = "chatcmpl-" + uuid.uuid4().hex
         created = int(time.time())
@@ -322,7 +339,8 @@ def create_app(
                     break
                 collected.append(event)
             result = completion(
-                request_id, created, fingerprint, collected, settings.n, len(prompt.ids), settings.logprobs
+                request_id, created, fingerprint, collected, settings.n, len(prompt.ids), settings.logprobs,
+                tools=tooling is not None,
             )
             log_line("ok", result["usage"]["completion_tokens"])
             return JSONResponse(result, headers=rate_headers())
@@ -338,6 +356,7 @@ def create_app(
             status = "cancelled"
             try:
                 started_choices: set[int] = set()
+                tool_streams: dict[int, ToolCallStream] = {}
                 while True:
                     event = await events.get()
                     if event is None:
@@ -351,7 +370,12 @@ def create_app(
                         started_choices.add(event.index)
                         first = {"role": "assistant", "content": "", "refusal": None}
                         yield sse(chunk(*ids, index=event.index, delta=first, include_usage=include_usage))
-                    if isinstance(event, Delta):
+                    if isinstance(event, Delta) and tooling is not None:
+                        # Tool calls go out whole, as OpenAI's tool_calls deltas.
+                        calls = tool_streams.setdefault(event.index, ToolCallStream())
+                        for delta in calls.add(event.text):
+                            yield sse(chunk(*ids, index=event.index, delta=delta, include_usage=include_usage))
+                    elif isinstance(event, Delta):
                         yield sse(
                             chunk(
                                 *ids,
@@ -363,12 +387,15 @@ def create_app(
                         )
                     else:
                         total += event.completion_tokens
+                        reason = event.finish_reason
+                        if event.index in tool_streams:
+                            reason = tool_streams[event.index].finish_reason(reason)
                         yield sse(
                             chunk(
                                 *ids,
                                 index=event.index,
                                 logprobs=event.logprobs if settings.logprobs else None,
-                                finish_reason=event.finish_reason,  # type: ignore[arg-type]
+                                finish_reason=reason,  # type: ignore[arg-type]
                                 include_usage=include_usage,
                             )
                         )

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from .. import decoding
-from ..chat import ChatPrompt, chat_prompt
+from ..chat import ChatPrompt, chat_prompt, tool_call_grammar
 from ..constrained import GrammarProcessor, json_schema
 from ..lm import as_language_model
 from ..processors import penalize
@@ -223,9 +223,15 @@ class Engine:
         self._grammars_lock = threading.Lock()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmsforme-generate")
 
-    def prompt(self, messages: Sequence[Mapping[str, Any]]) -> ChatPrompt:
-        """Validate and encode a conversation (raises ``ValueError``/``TypeError`` on bad input)."""
-        return chat_prompt(self.tokenizer, messages, template=self.template)
+    def prompt(
+        self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] | None = None
+    ) -> ChatPrompt:
+        """Validate and encode a conversation (raises ``ValueError``/``TypeError`` on bad input).
+
+        ``tools`` are described in the system turn, in the format of
+        :func:`~llmsforme.chat.with_tools`.
+        """
+        return chat_prompt(self.tokenizer, messages, template=self.template, tools=tools)
 
     #: How many compiled schemas :meth:`json_constraint` keeps.
     GRAMMAR_CACHE_SIZE = 64
@@ -259,6 +265,21 @@ class Engine:
             self._grammars[key] = processor
             while len(self._grammars) > self.GRAMMAR_CACHE_SIZE:
                 self._grammars.popitem(last=False)
+        return processor
+
+    def tool_constraint(
+        self, tools: Sequence[Mapping[str, Any]], tool_choice: Any = "auto", parallel: bool = False
+    ) -> GrammarProcessor:
+        """The processor that keeps replies to text or tool calls (:func:`~llmsforme.chat.tool_call_grammar`), cached."""
+        key = json.dumps(["tools", tools, tool_choice, parallel], ensure_ascii=False)
+        with self._grammars_lock:
+            processor = self._grammars.get(key)
+        if processor is None:
+            processor = tool_call_grammar(self.lm, tools, tool_choice, parallel=parallel)
+            with self._grammars_lock:
+                self._grammars[key] = processor
+                while len(self._grammars) > self.GRAMMAR_CACHE_SIZE:
+                    self._grammars.popitem(last=False)
         return processor
 
     def submit(

@@ -16,10 +16,12 @@ Taught in: [Your first call](../part-3/first-call.ipynb),
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..chat import parse_tool_reply
 from ..constrained import UnsupportedSchemaError, check_strict_schema
 from .engine import Delta, Finish, Settings, TokenLogprob
 from .errors import APIError
@@ -30,8 +32,11 @@ __all__ = [
     "UNSUPPORTED",
     "ChatCompletionRequest",
     "ResponseFormat",
+    "ToolCallStream",
     "parse_request",
     "response_schema",
+    "tool_options",
+    "tool_calls_json",
     "chat_messages",
     "settings_for",
     "completion",
@@ -46,9 +51,6 @@ MAX_N = 8
 
 #: Parameters of OpenAI's API that this server refuses, and why.
 UNSUPPORTED = {
-    "tools": "the course model was not trained to call tools",
-    "tool_choice": "the course model was not trained to call tools",
-    "parallel_tool_calls": "the course model was not trained to call tools",
     "functions": "the course model was not trained to call functions",
     "function_call": "the course model was not trained to call functions",
     "logit_bias": "logit_bias is not implemented",
@@ -116,6 +118,9 @@ class ChatCompletionRequest(BaseModel):
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     response_format: ResponseFormat | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
 
 
 def _param(location: tuple[Any, ...]) -> str:
@@ -192,33 +197,45 @@ def chat_messages(raw: list[dict[str, Any]]) -> list[dict[str, str]]:
     """OpenAI's messages as the package's ``{"role", "content"}`` dicts.
 
     ``developer`` (OpenAI's newer name for instructions) becomes ``system``;
-    text parts are joined with newlines; tool messages and images are
-    refused. The package's :func:`~llmsforme.chat.validate_messages` checks
+    text parts are joined with newlines; assistant ``tool_calls`` and
+    ``tool`` messages (with their ``tool_call_id``) are kept for the chat
+    layer's tool format; images are refused. The package's :func:`~llmsforme.chat.validate_messages` checks
     the rest (roles, order).
 
     Example:
         >>> chat_messages([{"role": "developer", "content": [{"type": "text", "text": "Be brief."}]}])
         [{'role': 'system', 'content': 'Be brief.'}]
     """
-    messages = []
+    messages: list[dict[str, Any]] = []
     for index, message in enumerate(raw):
-        extra = set(message) - {"role", "content"}
+        role = message.get("role")
+        allowed = {"role", "content"} | ({"tool_calls"} if role == "assistant" else set())
+        allowed |= {"tool_call_id"} if role == "tool" else set()
+        extra = set(message) - allowed
         if extra:
             name = sorted(extra)[0]
-            reason = "tool calls are not supported" if "tool" in name else "the chat template has no place for it"
             raise APIError.bad_request(
-                f"messages[{index}].{name} is not supported: {reason}.", param=f"messages[{index}].{name}"
+                f"messages[{index}].{name} is not supported: the chat template has no place for it.",
+                param=f"messages[{index}].{name}",
             )
-        role = message.get("role")
-        if role in ("tool", "function"):
+        if role == "function":
             raise APIError.bad_request(
-                f"messages[{index}] has role {role!r}: tool calls are not supported.", param=f"messages[{index}].role"
+                f"messages[{index}] has role 'function', OpenAI's deprecated one: send 'tool' messages.",
+                param=f"messages[{index}].role",
             )
         if role == "developer":
             role = "system"
-        if "content" not in message or message["content"] is None:
+        if role == "tool" and not isinstance(message.get("tool_call_id"), str):
+            raise APIError.bad_request(
+                f"messages[{index}] (tool) needs the tool_call_id of the call it answers.",
+                param=f"messages[{index}].tool_call_id",
+            )
+        calls = message.get("tool_calls")
+        if ("content" not in message or message["content"] is None) and not calls:
             raise APIError.bad_request(f"messages[{index}] has no content.", param=f"messages[{index}].content")
-        messages.append({"role": role, "content": _text_content(index, message["content"])})
+        converted = {**message, "role": role}
+        converted["content"] = None if message.get("content") is None else _text_content(index, message["content"])
+        messages.append(converted)
     return messages
 
 
@@ -260,6 +277,101 @@ def response_schema(request: ChatCompletionRequest) -> dict[str, Any] | None:
             f"Invalid schema for response_format {form.json_schema.name!r}: {error}.", param="response_format"
         ) from None
     return schema
+
+
+def tool_options(request: ChatCompletionRequest) -> tuple[list[dict[str, Any]], Any, bool] | None:
+    """``(tools, tool_choice, parallel)`` of a request that offers tools (``None``: no tools); 400 on a bad one.
+
+    ``parallel_tool_calls`` absent or false: at most one call per reply;
+    true: several calls may follow each other.
+    """
+    if not request.tools:
+        for name in ("tool_choice", "parallel_tool_calls"):
+            if getattr(request, name) is not None:
+                raise APIError.bad_request(f"{name} is only allowed when tools are given.", param=name)
+        return None
+    if request.response_format is not None and request.response_format.type != "text":
+        raise APIError.bad_request(
+            "response_format and tools together are not supported: the reply is text or a tool call.",
+            param="response_format",
+        )
+    from ..chat import check_tools  # the chat layer defines the tool format
+
+    try:
+        check_tools(request.tools)
+    except (ValueError, TypeError) as error:
+        raise APIError.bad_request(f"Invalid tools: {error}.", param="tools") from None
+    choice = "auto" if request.tool_choice is None else request.tool_choice
+    names = [tool["function"]["name"] for tool in request.tools]
+    if isinstance(choice, str) and choice not in ("auto", "none", "required"):
+        raise APIError.bad_request(
+            f"tool_choice must be 'auto', 'none', 'required' or a function, got {choice!r}.", param="tool_choice"
+        )
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name") if choice.get("type") == "function" else None
+        if name not in names:
+            raise APIError.bad_request(
+                f"tool_choice names the function {name!r}, which is not one of the tools ({', '.join(names)}).",
+                param="tool_choice",
+            )
+    return request.tools, choice, bool(request.parallel_tool_calls)
+
+
+def tool_calls_json(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """OpenAI's ``tool_calls`` for the ``{"name", "arguments"}`` calls of a reply (each with a new id)."""
+    return [
+        {
+            "id": "call_" + uuid.uuid4().hex[:24],
+            "type": "function",
+            "function": {"name": call["name"], "arguments": json.dumps(call["arguments"], ensure_ascii=False)},
+        }
+        for call in calls
+    ]
+
+
+class ToolCallStream:
+    """Turns the streamed text of a reply into OpenAI's deltas: ``content``, or ``tool_calls`` once each call is whole.
+
+    A reply in the tool format starts with ``<`` exactly when it is a call
+    (text cannot start with it), so the first character decides.
+
+    Example:
+        >>> stream = ToolCallStream()
+        >>> [d for piece in ['<tool_call>{"name": "f", ', '"arguments": {}}</tool_call>'] for d in stream.add(piece)]
+        ... # doctest: +ELLIPSIS
+        [{'tool_calls': [{'index': 0, 'id': 'call_...', 'type': 'function', 'function': {'name': 'f', \
+'arguments': ''}}]}, {'tool_calls': [{'index': 0, 'function': {'arguments': '{}'}}]}]
+        >>> stream.finish_reason("stop")
+        'tool_calls'
+    """
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self._mode: str | None = None
+        self._buffer = ""
+
+    def add(self, text: str) -> list[dict[str, Any]]:
+        if self._mode is None:
+            if not text:
+                return []
+            self._mode = "calls" if text.startswith("<") else "text"
+        if self._mode == "text":
+            return [{"content": text}] if text else []
+        self._buffer += text
+        deltas: list[dict[str, Any]] = []
+        while "</tool_call>" in self._buffer:
+            whole, _, self._buffer = self._buffer.partition("</tool_call>")
+            _, calls = parse_tool_reply(whole.strip() + "</tool_call>")
+            for call in tool_calls_json(calls):
+                arguments = call["function"]["arguments"]
+                call["function"]["arguments"] = ""
+                deltas.append({"tool_calls": [{"index": self.calls, **call}]})
+                deltas.append({"tool_calls": [{"index": self.calls, "function": {"arguments": arguments}}]})
+                self.calls += 1
+        return deltas
+
+    def finish_reason(self, reason: str) -> str:
+        return "tool_calls" if self.calls and reason == "stop" else reason
 
 
 def settings_for(request: ChatCompletionRequest, prompt_tokens: int, limit: int, context_window: int) -> Settings:
@@ -336,8 +448,9 @@ def completion(
     n: int,
     prompt_tokens: int,
     logprobs: bool,
+    tools: bool = False,
 ) -> dict[str, Any]:
-    """A whole ``chat.completion`` from the engine's events."""
+    """A whole ``chat.completion`` from the engine's events (with ``tools``, a reply that calls is ``tool_calls``)."""
     texts = [""] * n
     entries: list[list[TokenLogprob]] = [[] for _ in range(n)]
     finish: list[str] = ["length"] * n
@@ -349,10 +462,18 @@ def completion(
         else:
             finish[event.index] = event.finish_reason
             completion_tokens += event.completion_tokens
+    messages: list[dict[str, Any]] = []
+    for i in range(n):
+        message: dict[str, Any] = {"role": "assistant", "content": texts[i], "refusal": None}
+        content, calls = parse_tool_reply(texts[i]) if tools else (texts[i], [])
+        if calls and finish[i] == "stop":
+            message = {**message, "content": content, "tool_calls": tool_calls_json(calls)}
+            finish[i] = "tool_calls"
+        messages.append(message)
     choices = [
         {
             "index": i,
-            "message": {"role": "assistant", "content": texts[i], "refusal": None},
+            "message": messages[i],
             "logprobs": logprobs_json(entries[i]) if logprobs else None,
             "finish_reason": finish[i],
         }
@@ -381,7 +502,7 @@ def chunk(
     index: int = 0,
     delta: dict[str, Any] | None = None,
     logprobs: list[TokenLogprob] | None = None,
-    finish_reason: Literal["stop", "length"] | None = None,
+    finish_reason: Literal["stop", "length", "tool_calls"] | None = None,
     usage: tuple[int, int] | None = None,
     include_usage: bool = False,
 ) -> dict[str, Any]:
