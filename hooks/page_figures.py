@@ -22,7 +22,23 @@ from mkdocs.exceptions import PluginError
 from mkdocs.structure.files import Files
 from mkdocs.structure.pages import Page
 
-from llmsforme.page_figures import FigureError, substitute_figures
+
+def _load_page_figures():
+    """llmsforme/page_figures.py by its path: importing the package would import torch, and
+    the site (``make serve``) is built without it."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "llmsforme" / "page_figures.py"
+    spec = importlib.util.spec_from_file_location("_llmsforme_page_figures", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+_figures = _load_page_figures()
+FigureError, substitute_figures = _figures.FigureError, _figures.substitute_figures
 
 
 def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Files) -> str:

