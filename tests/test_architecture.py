@@ -17,6 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "llmsforme"
 
 LAYERS = {
     "page_figures": 0,  # imports nothing of the package: the site's hook and the apps read pages with it
+    "environment": 0,  # imports nothing of the package: the site's hook reads the lock with it
     "model_source": 1,
     "lm": 2,
     "processors": 3,

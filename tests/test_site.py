@@ -377,6 +377,32 @@ def test_notebook_page_has_badge_and_download(built_site: Path, notebook: Path):
     assert "jp-Notebook" in html  # rendered by mkdocs-jupyter
 
 
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_page_names_the_environment_of_its_outputs(built_site: Path, notebook: Path):
+    """The last line of each notebook page: the date of its outputs, and the lock's versions."""
+    import json
+    import tomllib
+
+    from llmsforme.environment import execution_date, lock_python, locked_versions
+
+    html = notebook_page(built_site, notebook).read_text(encoding="utf-8")
+    line = re.search(r'<p class="notebook-environment">(.*?)</p>', html, re.DOTALL)
+    assert line, "no environment line"
+    text = line.group(1)
+    lock = (ROOT / "requirements.lock").read_text(encoding="utf-8")
+    versions = locked_versions(lock)
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    date = execution_date(json.loads(notebook.read_text(encoding="utf-8")))
+    assert f"Outputs stored on {date}," in text
+    for name, expected in [("Python", lock_python(lock)), ("torch", versions["torch"]),
+                           ("transformers", versions["transformers"]), ("llmsforme", version)]:
+        assert f"{name} {expected}" in text, (name, text)
+    part = notebook.parent.name
+    wanted = {"part-2": "peft", "part-3": "openai", "part-5": "diffusers", "part-6": "sentence-transformers"}
+    if part in wanted:
+        assert f"{wanted[part]} {versions[wanted[part]]}" in text, text
+
+
 #: Largest notebook page, in bytes of HTML, images (data: URIs) aside.
 PAGE_BUDGET = 200_000
 _DATA_URI = re.compile(r"data:image/[a-z+.-]+;base64,[A-Za-z0-9+/=\s]+")
