@@ -174,10 +174,12 @@ def test_required_and_named_calls_always_validate(course_model, course_lm):
         text = reply(course_lm, tokenizer, messages, required, seed=seed)
         assert valid_calls(text), text
         constrained_valid += 1
-        assert valid_calls(reply(course_lm, tokenizer, messages, named, seed=seed), ("lookup_capital",))
-        plain_valid += valid_calls(reply(course_lm, tokenizer, messages, None, seed=seed))
-    # Measured: without the grammar, 0 of the 6 replies is a valid call, though
-    # the system turn shows the format; with it, 6 of 6 (and 6 of 6 named).
+        if seed is None:  # greedy only, to keep the file short: the grammar is the same object
+            assert valid_calls(reply(course_lm, tokenizer, messages, named), ("lookup_capital",))
+            plain_valid += valid_calls(reply(course_lm, tokenizer, messages, None))
+    # Measured: without the grammar, 0 of the 3 greedy replies is a valid call, though
+    # the system turn shows the format (0 of 6 with the seeded ones too); with it,
+    # 6 of 6 (and 3 of 3 named).
     assert (constrained_valid, plain_valid) == (6, 0)
 
 
