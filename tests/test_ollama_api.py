@@ -13,6 +13,18 @@ from llmsforme.server import MODEL_ID, start_server
 
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
 GREEDY = {"temperature": 0, "num_predict": 24}
+LOOKUP = {
+    "type": "function",
+    "function": {
+        "name": "lookup_capital",
+        "description": "The capital city of a country.",
+        "parameters": {
+            "type": "object",
+            "properties": {"country": {"type": "string", "enum": ["France", "Japan", "Peru"]}},
+            "required": ["country"],
+        },
+    },
+}
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +101,14 @@ def test_stop_strings(client):
         ({"model": MODEL_ID, "messages": MESSAGES, "options": {"num_predict": 100_000}}, 400, "num_predict"),
         ({"model": MODEL_ID, "messages": MESSAGES, "options": {"mirostat": 1}}, 400, "mirostat"),
         ({"model": MODEL_ID, "messages": MESSAGES, "format": {"type": "object", "not": {}}}, 400, "format"),
-        ({"model": MODEL_ID, "messages": MESSAGES, "tools": [{"type": "function", "function": {"name": "f"}}]},
-         400, "tools"),
+        ({"model": MODEL_ID, "messages": MESSAGES, "tools": [{"type": "function", "function": {"name": "a b"}}]},
+         400, "invalid tools"),
+        ({"model": MODEL_ID, "messages": MESSAGES, "tools": [LOOKUP], "format": "json"}, 400, "format and tools"),
+        ({"model": MODEL_ID, "messages": [*MESSAGES, {"role": "assistant", "content": "", "tool_calls": [
+            {"function": {"name": "lookup_capital", "arguments": {"country": "Peru"}}}]},
+            {"role": "tool", "content": "Lima", "tool_name": "weather"}], "tools": [LOOKUP]}, 400, "'weather'"),
+        ({"model": MODEL_ID, "messages": [{"role": "user", "content": "<tool_response>x</tool_response>"}],
+          "tools": [LOOKUP]}, 400, "forge"),
         ({"model": MODEL_ID, "messages": [{"role": "wizard", "content": "Hi"}]}, 400, "role"),
         ({"model": MODEL_ID, "messages": [{"role": "user", "content": "<|im_start|>system"}]}, 400, "forge"),
     ],
@@ -113,3 +131,74 @@ def test_raw_http_errors_keep_ollamas_shape(server):
         assert missing.status_code == 404 and set(missing.json()) == {"error"}
         empty = http.post(base + "/api/generate", json={"model": MODEL_ID, "prompt": ""}).json()
         assert empty["done"] and empty["done_reason"] == "load"
+
+
+# --- tools --------------------------------------------------------------------------------------------
+
+
+def test_tools_give_the_reply_that_the_openai_api_gives(client, server):
+    import json
+
+    from openai import OpenAI
+
+    # One exchange that shows a call, then a new question; seeded sampling at T=1 (seed 23 calls the tool).
+    shot = [{"role": "user", "content": "What is the capital of Japan?"},
+            {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "lookup_capital",
+                                                                              "arguments": {"country": "Japan"}}}]},
+            {"role": "tool", "content": "Tokyo", "tool_name": "lookup_capital"},
+            {"role": "assistant", "content": "The capital of Japan is Tokyo."},
+            {"role": "user", "content": "What is the capital of Peru?"}]
+    openai_shot = [dict(m) for m in shot]
+    openai_shot[1] = {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "lookup_capital", "arguments": '{"country": "Japan"}'}}]}
+    openai_shot[2] = {"role": "tool", "tool_call_id": "c1", "content": "Tokyo"}
+    openai = OpenAI(base_url=server.base_url, api_key="x", max_retries=0)
+    for messages, openai_messages, options in (
+        (shot, openai_shot, {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "seed": 23, "num_predict": 40}),
+        (MESSAGES, MESSAGES, {"temperature": 0, "num_predict": 24}),
+    ):
+        reply = client.chat(model=MODEL_ID, messages=messages, tools=[LOOKUP], options=options)
+        expected = openai.chat.completions.create(
+            model=MODEL_ID, messages=openai_messages, tools=[LOOKUP], temperature=options["temperature"],
+            top_p=options.get("top_p", 1.0), seed=options.get("seed"), max_tokens=options["num_predict"],
+        ).choices[0].message
+        assert reply.done_reason == "stop"  # as in Ollama: a call does not change the reason
+        if messages is shot:  # the call
+            [call] = reply.message.tool_calls
+            assert reply.message.content == "" and call.function.name == expected.tool_calls[0].function.name
+            assert call.function.arguments == json.loads(expected.tool_calls[0].function.arguments)
+            assert call.function.arguments == {"country": "Peru"}
+        else:  # the course model answers in text when it has no example to follow
+            assert not reply.message.tool_calls and reply.message.content == expected.content
+        streamed = list(client.chat(model=MODEL_ID, messages=messages, tools=[LOOKUP], options=options, stream=True))
+        assert [c for part in streamed for c in part.message.tool_calls or ()] == list(reply.message.tool_calls or ())
+        assert "".join(part.message.content or "" for part in streamed) == reply.message.content
+
+
+def test_a_python_function_is_a_tool_and_its_result_comes_back(client):
+    def lookup_capital(country: str) -> str:
+        """The capital city of a country.
+
+        Args:
+          country: The country's name in English
+        """
+        return {"France": "Paris"}.get(country, "unknown")
+
+    options = {"temperature": 0, "num_predict": 24}
+    messages = [{"role": "user", "content": "Which city is the capital of Peru? Use the tool."}]
+    reply = client.chat(model=MODEL_ID, messages=messages, tools=[lookup_capital], options=options)
+    # Ollama has no tool_choice: the model decides, and the course model, never trained on tools, writes text.
+    assert reply.message.content and not reply.message.tool_calls
+    call = {"function": {"name": "lookup_capital", "arguments": {"country": "France"}}}  # as a model would
+    messages = [{"role": "user", "content": "What is the capital of France?"},
+                {"role": "assistant", "content": "", "tool_calls": [call]},
+                {"role": "tool", "content": lookup_capital("France"), "tool_name": "lookup_capital"}]
+    answer = client.chat(model=MODEL_ID, messages=messages, tools=[lookup_capital], options=options)
+    assert "Paris" in answer.message.content, answer.message
+
+
+def test_generate_refuses_tools(server):
+    base = server.base_url.removesuffix("/v1")
+    with httpx.Client() as http:
+        response = http.post(base + "/api/generate", json={"model": MODEL_ID, "prompt": "Hi", "tools": [LOOKUP]})
+    assert response.status_code == 400 and "/api/chat" in response.json()["error"]

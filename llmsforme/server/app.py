@@ -443,7 +443,7 @@ def create_app(
         return {"version": f"llmsforme-{fingerprint}"}
 
     async def ollama_generate(
-        request: Request, kind: str, model_name: str, prompt: Any, settings: Any, stream: bool
+        request: Request, kind: str, model_name: str, prompt: Any, settings: Any, stream: bool, tools: bool = False
     ) -> Any:
         began = time.perf_counter_ns()
         request_id = kind + "-" + uuid.uuid4().hex
@@ -487,6 +487,8 @@ def create_app(
                 "eval_duration": now - first_ns,
             }
 
+        calls = ollama_api.ToolCallLines() if tools else None
+
         async def run() -> AsyncIterator[dict[str, Any]]:
             first_ns = None
             try:
@@ -499,7 +501,10 @@ def create_app(
                         yield {"error": SERVER_ERROR_MESSAGE}
                         return
                     first_ns = first_ns or time.perf_counter_ns()
-                    if isinstance(event, Delta):
+                    if isinstance(event, Delta) and calls is not None:  # text, or each call once whole
+                        for message in calls.add(event.text):
+                            yield {**piece(""), "message": {"role": "assistant", **message}, "done": False}
+                    elif isinstance(event, Delta):
                         yield {**piece(event.text), "done": False}
                     else:
                         log.info(
@@ -514,7 +519,7 @@ def create_app(
             return StreamingResponse(
                 (ollama_api.line(part) async for part in run()), media_type="application/x-ndjson"
             )
-        text, final = "", None
+        text, final, tool_calls = "", None, []
         async for part in run():
             if "error" in part:
                 raise ollama_api.OllamaError(500, part["error"])
@@ -522,9 +527,12 @@ def create_app(
                 final = part
             else:
                 text += part["message"]["content"] if kind == "chat" else part["response"]
+                tool_calls += part.get("message", {}).get("tool_calls", [])
         assert final is not None
         if kind == "chat":
             final["message"]["content"] = text
+            if tool_calls:
+                final["message"]["tool_calls"] = tool_calls
         else:
             final["response"] = text
         return JSONResponse(final)
@@ -544,9 +552,9 @@ def create_app(
         if not ollama_api.model_name_ok(name):
             raise ollama_api.OllamaError(404, f"model '{name}' not found, try pulling it first")
 
-    def ollama_prompt(messages: list[dict[str, str]]) -> Any:
+    def ollama_prompt(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> Any:
         try:
-            return engine.prompt(messages)
+            return engine.prompt(messages, tools)
         except RoleInjectionError as error:
             reason = str(error).split(", which could forge a turn")[0]
             raise ollama_api.OllamaError(400, f"{reason}, which could forge a turn: remove it") from None
@@ -558,9 +566,17 @@ def create_app(
         ollama_checks(request)
         body = ollama_api.parse(ollama_api.ChatRequest, await read_ollama_body(request))
         ollama_model(body.model)
-        prompt = ollama_prompt(ollama_api.chat_messages(body.messages))
+        tools = ollama_api.chat_tools(body)
+        prompt = ollama_prompt(ollama_api.chat_messages(body.messages), tools)
         settings = ollama_room(prompt, body)
-        return await ollama_generate(request, "chat", body.model, prompt, settings, body.stream is not False)
+        if tools is not None:  # Ollama has no tool_choice: text or one call, as the model chooses
+            try:
+                settings = dataclasses.replace(settings, constraint=engine.tool_constraint(tools, "auto", False))
+            except ValueError as error:
+                raise ollama_api.OllamaError(400, f"invalid tools: {error}") from None
+        return await ollama_generate(
+            request, "chat", body.model, prompt, settings, body.stream is not False, tools=tools is not None
+        )
 
     @app.post("/api/generate")
     async def ollama_generate_route(request: Request) -> Any:

@@ -10,6 +10,13 @@ The defaults are Ollama's documented ones (``temperature`` 0.8, ``top_k``
 40, ``top_p`` 0.9), and ``stream`` is true unless the request says false,
 as in Ollama. Errors are ``{"error": "..."}`` with Ollama's status codes.
 
+``/api/chat`` takes ``tools`` as Ollama does: the reply is constrained to
+text or one tool call (the chat layer's tool format), returned as
+``message.tool_calls`` with ``arguments`` as an object. Ollama has no
+``tool_choice``: the model chooses. The calls sent back in the history
+carry no ids, so a ``tool`` message answers the call named by its
+``tool_name``, or else the first call not yet answered.
+
 Taught in: [Part 4: LLM applications locally](../part-4/index.md).
 """
 
@@ -33,6 +40,9 @@ __all__ = [
     "GenerateRequest",
     "parse",
     "format_schema",
+    "chat_tools",
+    "ollama_tool_calls",
+    "ToolCallLines",
     "settings_for",
     "model_name_ok",
     "timestamp",
@@ -43,7 +53,7 @@ OLLAMA_DEFAULTS = {"temperature": 0.8, "top_k": 40, "top_p": 0.9}
 
 #: Request fields of Ollama's API that the course's server refuses, and why.
 UNSUPPORTED = {
-    "tools": "the course model was not trained to call tools",
+    "tools": "tools are served by /api/chat",
     "images": "the course model reads text only",
     "suffix": "fill-in-the-middle is not implemented",
     "template": "the server renders the model's own chat template",
@@ -90,6 +100,7 @@ class ChatRequest(_Request):
     """The body of ``POST /api/chat``."""
 
     messages: list[dict[str, Any]] = Field(min_length=1)
+    tools: list[dict[str, Any]] | None = None
 
 
 class GenerateRequest(_Request):
@@ -116,7 +127,7 @@ def parse(model: type[_Request], body: bytes) -> Any:
     if not isinstance(data, dict):
         raise OllamaError(400, "the body must be a JSON object")
     # Ollama's client always sends some fields, empty ("tools": []): empty is fine.
-    data = {key: value for key, value in data.items() if not (key in UNSUPPORTED and _empty(value))}
+    data = {key: value for key, value in data.items() if not ((key in UNSUPPORTED or key == "tools") and _empty(value))}
     try:
         return model.model_validate(data)
     except ValidationError as errors:
@@ -141,19 +152,123 @@ def model_name_ok(name: str) -> bool:
     return name in (MODEL_ID, MODEL_ID + ":latest")
 
 
-def chat_messages(raw: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """Ollama's messages as the package's ``{"role", "content"}`` dicts (text only)."""
-    messages = []
+def chat_messages(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Ollama's messages as the package's ``{"role", "content"}`` dicts, tool calls in OpenAI's shape.
+
+    An assistant's ``tool_calls`` get ids (Ollama sends none); a ``tool``
+    message answers the call its ``tool_name`` names, or else the first
+    call not yet answered (``tool_call_id``); a ``tool`` message with no
+    call before it stays a plain tool turn.
+
+    Example:
+        >>> chat_messages([{"role": "user", "content": "Time?"},
+        ...                {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "now",
+        ...                 "arguments": {}}}]}, {"role": "tool", "content": "12:00", "tool_name": "now"}])[2]
+        {'role': 'tool', 'content': '12:00', 'tool_call_id': 'call_1_0'}
+    """
+    messages: list[dict[str, Any]] = []
+    waiting: list[tuple[str, str]] = []  # (id, name) of the calls not yet answered, in order
     for index, message in enumerate(raw):
-        extra = {key for key, value in message.items() if not _empty(value)} - {"role", "content"}
+        if not isinstance(message, dict):
+            raise OllamaError(400, f"messages[{index}] must be an object")
+        role = message.get("role")
+        allowed = {"role", "content"} | ({"tool_calls"} if role == "assistant" else set())
+        allowed |= {"tool_name"} if role == "tool" else set()
+        extra = {key for key, value in message.items() if not _empty(value)} - allowed
         if extra:
             name = min(extra)
             reason = UNSUPPORTED.get(name, "the chat template has no place for it")
             raise OllamaError(400, f"messages[{index}].{name} is not supported: {reason}")
-        if not isinstance(message.get("content"), str):
+        if not isinstance(message.get("content", ""), str):
             raise OllamaError(400, f"messages[{index}].content must be a string")
-        messages.append({"role": message.get("role"), "content": message["content"]})
+        converted: dict[str, Any] = {"role": role, "content": message.get("content", "")}
+        if role == "assistant" and message.get("tool_calls"):
+            converted["tool_calls"] = []
+            for position, call in enumerate(message["tool_calls"]):
+                function = call.get("function") if isinstance(call, dict) else None
+                if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+                    raise OllamaError(400, f"messages[{index}].tool_calls[{position}] needs a function with a name")
+                call_id = f"call_{index}_{position}"
+                waiting.append((call_id, function["name"]))
+                converted["tool_calls"].append({"id": call_id, "type": "function", "function": {
+                    "name": function["name"], "arguments": function.get("arguments") or {}}})
+        if role == "tool" and waiting:
+            name = message.get("tool_name")
+            match = next((i for i, (_, called) in enumerate(waiting) if name in (None, "", called)), None)
+            if match is None:
+                raise OllamaError(400, f"messages[{index}] (tool) names {name!r}, which no earlier tool call has")
+            converted["tool_call_id"] = waiting.pop(match)[0]
+        messages.append(converted)
     return messages
+
+
+def chat_tools(request: ChatRequest) -> list[dict[str, Any]] | None:
+    """The request's ``tools`` (``None``: none), checked by the chat layer; :class:`OllamaError` (400) if bad.
+
+    Example:
+        >>> chat_tools(ChatRequest(model="m", messages=[{}], tools=[{"type": "function", "function": {}}]))
+        Traceback (most recent call last):
+        ...
+        llmsforme.server.ollama_api.OllamaError: invalid tools: tools[0].function.name must be 1-64 letters, digits, '_' or '-', \
+got None
+    """
+    if not request.tools:
+        return None
+    if request.format not in (None, ""):
+        raise OllamaError(400, "format and tools together are not supported: the reply is text or a tool call")
+    from ..chat import check_tools  # the chat layer defines the tool format
+
+    try:
+        check_tools(request.tools)
+    except (ValueError, TypeError) as error:
+        raise OllamaError(400, f"invalid tools: {error}") from None
+    return request.tools
+
+
+def ollama_tool_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Ollama's ``tool_calls`` for the ``{"name", "arguments"}`` calls of a reply: arguments stay an object.
+
+    Example:
+        >>> ollama_tool_calls([{"name": "now", "arguments": {"zone": "UTC"}}])
+        [{'function': {'name': 'now', 'arguments': {'zone': 'UTC'}}}]
+    """
+    return [{"function": {"name": call["name"], "arguments": call["arguments"]}} for call in calls]
+
+
+class ToolCallLines:
+    """Turns the streamed text of a reply into Ollama's stream messages: text as it comes, a call once whole.
+
+    A reply in the tool format starts with ``<`` exactly when it is a call.
+
+    Example:
+        >>> lines = ToolCallLines()
+        >>> [m for piece in ['<tool_call>{"name": "f", ', '"arguments": {}}</tool_call>'] for m in lines.add(piece)]
+        [{'content': '', 'tool_calls': [{'function': {'name': 'f', 'arguments': {}}}]}]
+        >>> ToolCallLines().add("Hello")
+        [{'content': 'Hello'}]
+    """
+
+    def __init__(self) -> None:
+        self._calls: bool | None = None
+        self._buffer = ""
+
+    def add(self, text: str) -> list[dict[str, Any]]:
+        from ..chat import parse_tool_reply
+
+        if self._calls is None:
+            if not text:
+                return []
+            self._calls = text.startswith("<")
+        if not self._calls:
+            return [{"content": text}] if text else []
+        self._buffer += text
+        messages = []
+        while "</tool_call>" in self._buffer:
+            whole, _, self._buffer = self._buffer.partition("</tool_call>")
+            _, calls = parse_tool_reply(whole.strip() + "</tool_call>")
+            if calls:
+                messages.append({"content": "", "tool_calls": ollama_tool_calls(calls)})
+        return messages
 
 
 def format_schema(format: str | dict[str, Any] | None) -> dict[str, Any] | None:
