@@ -92,6 +92,8 @@ def test_streamed_tool_calls_accumulate_in_the_clients_helper(client):
         events = [event.type for event in stream]
         final = stream.get_final_completion()
     assert "tool_calls.function.arguments.done" in events
+    # The arguments arrive as they are written, in several deltas, as OpenAI streams them.
+    assert events.count("tool_calls.function.arguments.delta") > 2, events
     choice = final.choices[0]
     assert choice.finish_reason == "tool_calls"
     streamed = choice.message.tool_calls[0]
@@ -117,3 +119,22 @@ def test_bad_tool_requests_are_400_naming_the_problem(client, options, param, wo
         client.chat.completions.create(model=MODEL_ID, messages=QUESTION, tool_choice="auto")
     assert caught.value.body["param"] == "tool_choice"
     assert create(client, tool_choice="none", max_tokens=1).usage.completion_tokens == 1
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 13, 1000])
+def test_streamed_arguments_add_up_whatever_the_pieces(size):
+    from llmsforme.server.openai_api import ToolCallStream
+
+    calls = [("calculator", '{"a": 12, "op": "*", "b": 7}'), ("lookup_capital", '{"country": "Pe}ru"}')]
+    text = "\n".join(f'<tool_call>{{"name": "{name}", "arguments": {arguments}}}</tool_call>' for name, arguments in calls)
+    stream = ToolCallStream()
+    deltas = [d for start in range(0, len(text), size) for d in stream.add(text[start:start + size])]
+    got: dict[int, list[str]] = {}
+    for delta in deltas:
+        [call] = delta["tool_calls"]
+        if "id" in call:
+            assert call["index"] == len(got) and call["function"]["arguments"] == ""
+            got[call["index"]] = [call["function"]["name"], ""]
+        else:
+            got[call["index"]][1] += call["function"]["arguments"]
+    assert [tuple(v) for v in got.values()] == calls and stream.finish_reason("stop") == "tool_calls"

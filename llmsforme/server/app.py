@@ -371,7 +371,7 @@ def create_app(
                         first = {"role": "assistant", "content": "", "refusal": None}
                         yield sse(chunk(*ids, index=event.index, delta=first, include_usage=include_usage))
                     if isinstance(event, Delta) and tooling is not None:
-                        # Tool calls go out whole, as OpenAI's tool_calls deltas.
+                        # Text as content deltas; a call's name, then its arguments as they are written.
                         calls = tool_streams.setdefault(event.index, ToolCallStream())
                         for delta in calls.add(event.text):
                             yield sse(chunk(*ids, index=event.index, delta=delta, include_usage=include_usage))

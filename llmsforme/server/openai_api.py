@@ -16,6 +16,7 @@ Taught in: [Your first call](../part-3/first-call.ipynb),
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import Any, Literal
 
@@ -330,10 +331,15 @@ def tool_calls_json(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 class ToolCallStream:
-    """Turns the streamed text of a reply into OpenAI's deltas: ``content``, or ``tool_calls`` once each call is whole.
+    """Turns the streamed text of a reply into OpenAI's deltas: ``content``, or ``tool_calls`` as they are written.
 
     A reply in the tool format starts with ``<`` exactly when it is a call
-    (text cannot start with it), so the first character decides.
+    (text cannot start with it), so the first character decides. A call's
+    first delta carries its id and name, as soon as the name is whole; its
+    arguments follow piece by piece, as the model writes them, like
+    OpenAI's. The last characters are held back until the call's end
+    marker arrives, since they may be the ``}`` that closes the call
+    rather than its arguments.
 
     Example:
         >>> stream = ToolCallStream()
@@ -345,10 +351,14 @@ class ToolCallStream:
         'tool_calls'
     """
 
+    _HEAD = re.compile(r'\s*<tool_call>\{"name": ("(?:[^"\\]|\\.)*"), "arguments": ')
+    _TAIL = len("}</tool_call>")  # what may still close the call, held back
+
     def __init__(self) -> None:
         self.calls = 0
         self._mode: str | None = None
         self._buffer = ""
+        self._sent: int | None = None  # characters of the current call's arguments sent (None: no call open)
 
     def add(self, text: str) -> list[dict[str, Any]]:
         if self._mode is None:
@@ -359,16 +369,26 @@ class ToolCallStream:
             return [{"content": text}] if text else []
         self._buffer += text
         deltas: list[dict[str, Any]] = []
-        while "</tool_call>" in self._buffer:
-            whole, _, self._buffer = self._buffer.partition("</tool_call>")
-            _, calls = parse_tool_reply(whole.strip() + "</tool_call>")
-            for call in tool_calls_json(calls):
-                arguments = call["function"]["arguments"]
+        while True:
+            if self._sent is None:  # waiting for the next call's name
+                head = self._HEAD.match(self._buffer)
+                if head is None:
+                    return deltas
+                [call] = tool_calls_json([{"name": json.loads(head[1]), "arguments": {}}])
                 call["function"]["arguments"] = ""
                 deltas.append({"tool_calls": [{"index": self.calls, **call}]})
-                deltas.append({"tool_calls": [{"index": self.calls, "function": {"arguments": arguments}}]})
-                self.calls += 1
-        return deltas
+                self._buffer, self._sent = self._buffer[head.end():], 0
+                continue
+            end = self._buffer.find("</tool_call>")
+            upto = len(self._buffer) - self._TAIL if end < 0 else end - 1  # end - 1: the call's own "}"
+            if upto > self._sent:
+                piece = self._buffer[self._sent: upto]
+                deltas.append({"tool_calls": [{"index": self.calls, "function": {"arguments": piece}}]})
+                self._sent = upto
+            if end < 0:
+                return deltas
+            self._buffer, self._sent = self._buffer[end + len("</tool_call>"):], None
+            self.calls += 1
 
     def finish_reason(self, reason: str) -> str:
         return "tool_calls" if self.calls and reason == "stop" else reason
