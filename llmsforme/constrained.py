@@ -48,8 +48,9 @@ Example (the toy model's vocabulary: words):
     'meadow where'
 
 Taught in: the idea, a processor that gives forbidden tokens ``-inf``, in
-[Top-k and top-p sampling](../part-1/top-k-top-p.ipynb); Part 3's page on
-structured outputs, which will use this module, is still to be written.
+[Top-k and top-p sampling](../part-1/top-k-top-p.ipynb); the mask step by
+step, and ``response_format`` on the server, in
+[Structured outputs](../part-3/structured-outputs.ipynb).
 """
 
 from __future__ import annotations
