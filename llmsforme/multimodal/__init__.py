@@ -1,0 +1,34 @@
+"""Images and text together: a CLIP trained on handwritten digits (Part 5).
+
+Downloading a real CLIP, text-to-image or vision-language model is not
+possible offline on a CPU, so the course trains each one small, with the
+real recipe: :mod:`.clip` puts digits and their captions in one space.
+
+Taught in: [Part 5](../part-5/index.md).
+"""
+
+from .clip import (
+    DIGIT_WORDS,
+    HELD_OUT_TEMPLATES,
+    TRAINING_TEMPLATES,
+    DigitsCLIP,
+    ImageEncoder,
+    caption,
+    class_vectors,
+    clip_loss,
+    load_digits_clip,
+    zero_shot,
+)
+
+__all__ = [
+    "DIGIT_WORDS",
+    "HELD_OUT_TEMPLATES",
+    "TRAINING_TEMPLATES",
+    "DigitsCLIP",
+    "ImageEncoder",
+    "caption",
+    "class_vectors",
+    "clip_loss",
+    "load_digits_clip",
+    "zero_shot",
+]
