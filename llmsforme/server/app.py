@@ -271,11 +271,9 @@ def create_app(
         try:
             prompt = engine.prompt(messages, tooling[0] if tooling else None)
         except RoleInjectionError as error:
-            # The package's message suggests a Python option; an API caller can only edit the text.
-            reason = str(error).split(", which could forge a turn")[0]
-            raise APIError.bad_request(
-                f"{reason}, which could forge a turn: remove it from the message.", param="messages"
-            ) from None
+            # The package's advice (after ";") is for Python callers; an API caller can only edit the text.
+            reason = str(error).split(";")[0]
+            raise APIError.bad_request(f"{reason}: remove it from the message.", param="messages") from None
         except (ValueError, TypeError) as error:
             raise APIError.bad_request(str(error), param="messages") from None
         settings = settings_for(body, len(prompt.ids), max_tokens_limit, engine.context_window)
@@ -556,8 +554,8 @@ def create_app(
         try:
             return engine.prompt(messages, tools)
         except RoleInjectionError as error:
-            reason = str(error).split(", which could forge a turn")[0]
-            raise ollama_api.OllamaError(400, f"{reason}, which could forge a turn: remove it") from None
+            reason = str(error).split(";")[0]
+            raise ollama_api.OllamaError(400, f"{reason}: remove it") from None
         except (ValueError, TypeError) as error:
             raise ollama_api.OllamaError(400, str(error)) from None
 
