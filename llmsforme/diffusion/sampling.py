@@ -27,7 +27,7 @@ and [Samplers](../part-5/samplers.ipynb).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +43,7 @@ __all__ = [
     "Trace",
     "ddim_step",
     "ddpm_step",
+    "denoise",
     "inference_timesteps",
     "predict_noise",
     "sample",
@@ -251,29 +252,58 @@ def sample(
         ((2, 1, 16, 16), True)
     """
     labels = _check_digits(digits)
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
-    timesteps = inference_timesteps(model.num_train_timesteps, steps)
     if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not guidance_scale >= 0:
         raise ValueError(f"guidance_scale must be a number >= 0, got {guidance_scale!r}")
+    scale = float(guidance_scale)
+    return denoise(
+        lambda x, t: predict_noise(model, x, t, labels, scale),
+        len(labels),
+        image_size=model.image_size,
+        alphas_cumprod=model.alphas_cumprod,
+        prediction_type=getattr(model, "prediction_type", "epsilon"),
+        sampler=sampler,
+        steps=steps,
+        seed=seed,
+        trace=trace,
+    )
+
+
+def denoise(
+    predict: Callable[[torch.Tensor, int], torch.Tensor],
+    count: int,
+    *,
+    image_size: int,
+    alphas_cumprod: torch.Tensor,
+    prediction_type: str = "epsilon",
+    sampler: str = "ddim",
+    steps: int = 25,
+    seed: int = 0,
+    trace: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, Trace]:
+    """The reverse loop itself, for any conditioning: ``predict(x, t)`` gives the network's output.
+
+    :func:`sample` calls it with a digit label; the text-to-image model of
+    :mod:`llmsforme.multimodal` with a prompt's vectors. The starting noise
+    is ``(count, 1, image_size, image_size)``, drawn from ``seed``, and the
+    steps and their noise are those of :func:`sample`.
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    timesteps = inference_timesteps(len(alphas_cumprod), steps)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {seed!r}")
-    prediction_type = getattr(model, "prediction_type", "epsilon")
     _check_prediction_type(prediction_type)
     generator = torch.Generator().manual_seed(seed)
-    size = model.image_size
-    x = torch.randn((len(labels), 1, size, size), generator=generator)
+    x = torch.randn((count, 1, image_size, image_size), generator=generator)
     record = Trace(timesteps, images=[to_pixels(x)]) if trace else None
     with torch.no_grad():
         for i, t in enumerate(timesteps):
             prev_t = timesteps[i + 1] if i + 1 < len(timesteps) else -1
-            noise_pred = predict_noise(model, x, t, labels, float(guidance_scale))
+            noise_pred = predict(x, t)
             if sampler == "ddim":
-                x, x0 = ddim_step(noise_pred, t, prev_t, x, model.alphas_cumprod, prediction_type=prediction_type)
+                x, x0 = ddim_step(noise_pred, t, prev_t, x, alphas_cumprod, prediction_type=prediction_type)
             else:
-                x, x0 = ddpm_step(
-                    noise_pred, t, prev_t, x, model.alphas_cumprod, generator, prediction_type=prediction_type
-                )
+                x, x0 = ddpm_step(noise_pred, t, prev_t, x, alphas_cumprod, generator, prediction_type=prediction_type)
             if record is not None:
                 record.images.append(to_pixels(x))
                 record.estimates.append(to_pixels(x0))

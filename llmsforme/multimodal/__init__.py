@@ -2,7 +2,8 @@
 
 Downloading a real CLIP, text-to-image or vision-language model is not
 possible offline on a CPU, so the course trains each one small, with the
-real recipe: :mod:`.clip` puts digits and their captions in one space.
+real recipe: :mod:`.clip` puts digits and their captions in one space;
+:mod:`.text_to_image` draws a digit from a prompt, as Stable Diffusion does.
 
 Taught in: [Part 5](../part-5/index.md).
 """
@@ -19,6 +20,7 @@ from .clip import (
     load_digits_clip,
     zero_shot,
 )
+from .text_to_image import TextToImage, generate, load_text_to_image
 
 __all__ = [
     "DIGIT_WORDS",
@@ -26,9 +28,12 @@ __all__ = [
     "TRAINING_TEMPLATES",
     "DigitsCLIP",
     "ImageEncoder",
+    "TextToImage",
     "caption",
     "class_vectors",
     "clip_loss",
+    "generate",
     "load_digits_clip",
+    "load_text_to_image",
     "zero_shot",
 ]

@@ -1,0 +1,190 @@
+"""Text to image in miniature: Stable Diffusion's recipe on 16 x 16 handwritten digits.
+
+The parts are Stable Diffusion's, made small:
+
+- **the prompt** is read by the digits CLIP's text side (:mod:`.clip`):
+  all-MiniLM-L6-v2 gives one vector per token, and the CLIP's trained
+  projection maps each into the shared space, 64 numbers a token, as
+  Stable Diffusion 1.x reads the per-token outputs of CLIP's text encoder;
+- **a diffusers ``UNet2DConditionModel``** predicts the noise, and reads the
+  prompt's token vectors through **cross-attention** in its lower
+  resolution blocks and its middle block: every pixel position asks which
+  tokens matter to it;
+- **classifier-free guidance**: the empty prompt ``""`` is the
+  unconditional branch; in training, one caption in ten is replaced by it;
+- **sampling** is the package's own reverse loop
+  (:func:`llmsforme.diffusion.denoise`, DDIM or DDPM), the one the digits
+  model uses: only the conditioning differs.
+
+There is no autoencoder: Stable Diffusion denoises a latent 8 times smaller
+on each side than its 512-pixel images, to save compute; these images have
+256 pixels, already fewer than one of its latents' 4,096 positions.
+
+Taught in: the idea, in [From digits to Stable Diffusion and Flux](../part-5/stable-diffusion.ipynb);
+the page that trains and measures this model is still to be written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..diffusion import cosine_schedule, denoise
+from .clip import DigitsCLIP
+
+__all__ = ["MAX_TOKENS", "TextToImage", "generate", "load_text_to_image", "prompt_vectors", "unet_config"]
+
+#: Prompts are cut to this many tokens (with MiniLM's [CLS] and [SEP]): the captions are short.
+MAX_TOKENS = 16
+MANIFEST = "manifest.json"
+
+
+def unet_config(dim: int = 64) -> dict[str, Any]:
+    """The ``UNet2DConditionModel`` of the course: 16 x 16 x 1, cross-attention on ``dim``-number tokens."""
+    return {
+        "sample_size": 16,
+        "in_channels": 1,
+        "out_channels": 1,
+        "layers_per_block": 1,
+        "block_out_channels": (32, 64),
+        "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+        "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+        "mid_block_type": "UNetMidBlock2DCrossAttn",
+        "cross_attention_dim": dim,
+        "attention_head_dim": 8,
+    }
+
+
+def prompt_vectors(clip: DigitsCLIP, prompts: Sequence[str], embedder: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prompts as the UNet reads them: ``(tokens, mask)``, ``(n, MAX_TOKENS, dim)`` and ``(n, MAX_TOKENS)``.
+
+    MiniLM's token vectors, each through the CLIP's projection and
+    normalised; padding positions are zeros, and ``mask`` is 0 there so
+    that cross-attention ignores them. ``""`` is the unconditional prompt
+    ([CLS] and [SEP] only).
+    """
+    if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise ValueError("prompts must be a non-empty list of strings")
+    outputs = embedder.encode(list(prompts), output_value="token_embeddings", convert_to_numpy=False)
+    tokens = torch.zeros(len(prompts), MAX_TOKENS, clip.dim)
+    mask = torch.zeros(len(prompts), MAX_TOKENS)
+    with torch.no_grad():
+        for i, vectors in enumerate(outputs):
+            vectors = vectors[:MAX_TOKENS].float().cpu()
+            tokens[i, : len(vectors)] = F.normalize(clip.text_projection(vectors), dim=-1)
+            mask[i, : len(vectors)] = 1
+    return tokens, mask
+
+
+@dataclass
+class TextToImage:
+    """The trained UNet, its schedule, and the CLIP and embedder that read its prompts."""
+
+    unet: Any
+    clip: DigitsCLIP
+    embedder: Any
+    alphas_cumprod: torch.Tensor
+    manifest: dict = field(default_factory=dict, repr=False)
+
+    def predict(self, x: torch.Tensor, t: int, tokens: torch.Tensor, mask: torch.Tensor,
+                guidance_scale: float) -> torch.Tensor:
+        """The noise estimate for prompts ``tokens``, guided away from the empty prompt's."""
+        if guidance_scale == 1:
+            return self.unet(x, t, encoder_hidden_states=tokens, encoder_attention_mask=mask).sample
+        empty, empty_mask = prompt_vectors(self.clip, [""], self.embedder)
+        empty, empty_mask = empty.expand_as(tokens), empty_mask.expand_as(mask)
+        both = self.unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([tokens, empty]),
+                         encoder_attention_mask=torch.cat([mask, empty_mask])).sample
+        cond, uncond = both.chunk(2)
+        return uncond + guidance_scale * (cond - uncond)
+
+
+def generate(
+    model: TextToImage,
+    prompts: Sequence[str],
+    *,
+    guidance_scale: float = 3.0,
+    sampler: str = "ddim",
+    steps: int = 25,
+    seed: int = 0,
+    trace: bool = False,
+) -> Any:
+    """One image per prompt, 16 x 16 in [0, 1], with the package's reverse loop.
+
+    Example::
+
+        model = load_text_to_image("trained")  # a folder written by scripts/train_text_to_image.py
+        images = generate(model, ["a handwritten seven", "draw a 3"], guidance_scale=3.0)
+    """
+    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not guidance_scale >= 0:
+        raise ValueError(f"guidance_scale must be a number >= 0, got {guidance_scale!r}")
+    tokens, mask = prompt_vectors(model.clip, prompts, model.embedder)
+    scale = float(guidance_scale)
+    return denoise(
+        lambda x, t: model.predict(x, t, tokens, mask, scale),
+        len(prompts),
+        image_size=16,
+        alphas_cumprod=model.alphas_cumprod,
+        sampler=sampler,
+        steps=steps,
+        seed=seed,
+        trace=trace,
+    )
+
+
+def shipped_folder() -> Path:
+    """The folder of the text-to-image weights inside the package (they ship with the page that
+    trains them, still to be written; until then, train them with ``scripts/train_text_to_image.py``)."""
+    return Path(str(files("llmsforme").joinpath("data", "digits-text-to-image")))
+
+
+def load_text_to_image(folder: str | os.PathLike[str] | None = None, *, embedder: Any = None) -> TextToImage:
+    """The trained text-to-image model, offline, its files checked against the manifest's sha256.
+
+    It reads prompts with the shipped digits CLIP (:func:`~llmsforme.multimodal.load_digits_clip`)
+    and all-MiniLM-L6-v2.
+    """
+    from diffusers import UNet2DConditionModel
+    from diffusers.utils import logging as diffusers_logging
+
+    from ..diffusion.weights import WeightsProblem, file_sha256
+    from ..model_source import load_embedder
+    from .clip import load_digits_clip
+
+    folder = shipped_folder() if folder is None else Path(folder).expanduser()
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        raise FileNotFoundError(
+            f"no {MANIFEST} in {folder}: not a text-to-image folder (train one with "
+            "scripts/train_text_to_image.py --out FOLDER)"
+        )
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        checksums, timesteps = manifest["sha256"], int(manifest["model"]["num_train_timesteps"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise WeightsProblem(f"{manifest_path} is not a text-to-image manifest ({error})") from error
+    for name, expected in checksums.items():
+        path = folder / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing (listed in {MANIFEST})")
+        if file_sha256(path) != expected:
+            raise WeightsProblem(
+                f"{path} does not match its checksum in {MANIFEST}: the file is corrupt or was changed. "
+                "Reinstall the package, or retrain with scripts/train_text_to_image.py."
+            )
+    verbosity = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()  # a local folder: no hub chatter
+    try:
+        unet = UNet2DConditionModel.from_pretrained(folder, local_files_only=True)
+    finally:
+        diffusers_logging.set_verbosity(verbosity)
+    unet.eval().requires_grad_(False)
+    return TextToImage(unet, load_digits_clip(), embedder or load_embedder(), cosine_schedule(timesteps), manifest)
