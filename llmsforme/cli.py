@@ -191,7 +191,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _ask(args: argparse.Namespace) -> int:
     """Answer a question from the course's pages, then list the sections used."""
-    from .apps.ask import Retriever, load_corpus, open_index
+    from .apps.ask import Retriever, load_corpus, load_glossary, open_index
     from .apps.ask.answer import context_messages, generate_answer
     from .model_source import cache_root
 
@@ -202,14 +202,14 @@ def _ask(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr, flush=True)
 
     folder = cache_root() / "ask-index"
-    chunks = load_corpus()
+    chunks, terms = load_corpus(), load_glossary()
     if args.build:
         from .apps.ask import build_index
 
-        build_index(chunks, folder, on_progress=note)
+        build_index(chunks, folder, terms=terms, on_progress=note)
         if args.question is None and not args.serve:
             return 0
-    index = open_index(folder, chunks, on_progress=note)
+    index = open_index(folder, chunks, terms=terms, on_progress=note)
     if args.serve:
         return _ask_serve(args, index)
     with Retriever(index) as retriever:

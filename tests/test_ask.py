@@ -147,10 +147,13 @@ def test_a_corpus_needs_the_course(tmp_path):
 def test_the_index_is_checked_and_rebuilt_when_the_course_changes(chunks, index, tmp_path):
     folder = tmp_path / "copy"
     shutil.copytree(index.folder, folder)
-    assert open_index(folder, chunks, rebuild=False).manifest["corpus"] == index.manifest["corpus"]
+    opened = open_index(folder, chunks, terms=index.terms, rebuild=False)
+    assert opened.manifest["corpus"] == index.manifest["corpus"] and opened.terms == index.terms
     changed = chunks[:-1]
     with pytest.raises(IndexProblem, match="the course changed"):
-        open_index(folder, changed, rebuild=False)
+        open_index(folder, changed, terms=index.terms, rebuild=False)
+    with pytest.raises(IndexProblem, match="the course changed"):  # the glossary is part of the course
+        open_index(folder, chunks, terms=index.terms[:-1], rebuild=False)
     keywords = folder / "keywords.sqlite"
     keywords.write_bytes(keywords.read_bytes()[:-100])
     with pytest.raises(IndexProblem, match="keywords.sqlite is corrupt"):
@@ -241,9 +244,11 @@ def test_retrieval_finds_the_right_page(retriever):
             assert score.hit_at[1] <= score.mrr <= 1, method  # a question found first counts 1 in both
             assert len(score.ranks) == sum(q.answerable for q in questions)
         hit_at_3 = {m: s.hit_at[3] for m, s in scores.items()}
-        # The original set's target; on questions in other words, the default must keep the lead it
-        # was chosen for (on dev), and not fall back to where one vector per section was (about 0.7).
-        floor = 0.85 if name == "original" else 0.78
+        # The original set's target, 0.85. On the paraphrased sets the target is 0.9 on test (issue 22),
+        # met by one question when the glossary was first scored and missed by one since: the floor
+        # guards against falling back to where the search was before the glossary (0.795 on dev,
+        # 0.842 on test) or to one vector per section (about 0.7); the Evaluation page reports the target.
+        floor = {"original": 0.85, "dev": 0.85, "test": 0.87}[name]
         assert hit_at_3[DEFAULT_METHOD] >= floor, (name, hit_at_3)
         if name != "original":
             assert hit_at_3[DEFAULT_METHOD] >= max(hit_at_3.values()), (name, hit_at_3)
@@ -255,6 +260,40 @@ def test_the_hybrid_search_gives_one_section_per_page(retriever):
     assert [hit.rank for hit in hits] == [1, 2, 3, 4, 5]
     pages, vectors = retriever.index.page_vectors()
     assert sorted(pages) == sorted({c.page for c in retriever.index.chunks}) and vectors.shape == (len(pages), 384)
+
+
+def test_the_glossary_points_at_course_pages(chunks):
+    from llmsforme.apps.ask import load_glossary
+
+    terms = load_glossary(REPOSITORY)
+    pages = {chunk.page for chunk in chunks}
+    assert len(terms) >= 40 and all(term.pages for term in terms)
+    assert {page for term in terms for page in term.pages} <= pages
+    assert "glossary/" not in pages  # read as terms, never cited as a source
+    assert load_glossary() == terms, "the glossary changed: run .venv/bin/python scripts/ask_corpus.py"
+    questions = [q for path in QUESTION_SETS.values() for q in load_questions(path)]
+    texts = [(term.term, term.for_embedding().casefold()) for term in terms]
+    assert not [(q.question, t) for q in questions for t, text in texts if q.question.casefold() in text]
+
+
+def test_a_glossary_entry_must_link_to_a_page():
+    from llmsforme.apps.ask.corpus import parse_glossary
+
+    with pytest.raises(ValueError, match="'Top-p' links to no page"):
+        parse_glossary("- **Top-p**: a cut-off.\n")
+    terms = parse_glossary("- **A**: x [P](part-1/a.ipynb#s), [Q](index.md)\n- **B**: y [R](part-2/b.md)\n")
+    assert [(t.term, t.text, t.pages) for t in terms] == [("A", "x", ("part-1/a/", "")), ("B", "y", ("part-2/b/",))]
+
+
+def test_the_glossary_list_ranks_the_pages_a_term_links_to(retriever):
+    terms = retriever.index.terms
+    assert len(terms) == len(retriever._term_vectors) > 0
+    temperature = next(t for t in terms if t.term == "Temperature")
+    vector = retriever.embed(temperature.for_embedding())
+    every = dict(retriever.nearest(vector, len(retriever.index.chunks)))
+    ranked = retriever._by_term(vector, every, 50)
+    assert retriever.index.chunks[ranked[0][0]].page in temperature.pages
+    assert [score for _, score in ranked] == sorted((score for _, score in ranked), reverse=True)
 
 
 # --- answering --------------------------------------------------------------------------------------

@@ -8,6 +8,11 @@ from their data files first, as the site does (:mod:`llmsforme.page_figures`).
 Every chunk keeps the address of its section on the site
 (``part-1/top-k-top-p/#top-p``), so that an answer can cite it.
 
+The glossary (``docs/glossary.md``) is not cut into chunks: each of its
+entries explains a term in everyday words and links to the pages that
+teach it, and the search reads it as a list of :class:`Term` (a reader's
+words pointing at pages, :mod:`.retrieve`).
+
 Taught in: [Embeddings and retrieval](../part-6/embeddings.ipynb); the plan in [From idea to MVP](../part-6/mvp.md).
 """
 
@@ -24,14 +29,16 @@ from pathlib import Path
 from ...page_figures import substitute_figures
 
 __all__ = [
-    "NOT_SEARCHED_TAG", "Chunk", "chunk_markdown", "corpus_hash", "load_corpus", "page_path", "page_summaries", "rechunk",
-    "slugify",
+    "GLOSSARY", "NOT_SEARCHED_TAG", "Chunk", "Term", "chunk_markdown", "corpus_hash", "load_corpus", "load_glossary",
+    "page_path", "page_summaries", "parse_glossary", "rechunk", "slugify",
 ]
 
 #: The course's repository, when the package runs from a checkout of it.
 REPOSITORY = Path(__file__).resolve().parents[3]
-#: Files left out of the corpus: the generated API reference (not course text).
-SKIPPED = ("docs/api/",)
+#: The glossary: its terms are read by :func:`load_glossary`, not cut into chunks.
+GLOSSARY = "docs/glossary.md"
+#: Files left out of the corpus: the generated API reference (not course text), and the glossary.
+SKIPPED = ("docs/api/", GLOSSARY)
 #: Notebook cells with this tag stay out of the corpus: Part 6's pages quote
 #: some of the evaluation questions in code, and indexed, such a question
 #: would find its own quote (``tests/test_ask.py`` checks that none is left).
@@ -284,9 +291,69 @@ def page_summaries(chunks: Iterable[Chunk]) -> dict[str, str]:
     return summaries
 
 
-def corpus_hash(chunks: Iterable[Chunk]) -> str:
-    """A fingerprint of the chunks: it changes when any page of the course changes."""
+def corpus_hash(chunks: Iterable[Chunk], terms: Iterable[Term] = ()) -> str:
+    """A fingerprint of the chunks and the glossary's terms: it changes when any page of the course changes."""
     digest = hashlib.sha256()
     for chunk in chunks:
         digest.update(json.dumps(asdict(chunk), sort_keys=True).encode())
+    for term in terms:  # none: the same fingerprint as before the glossary existed
+        digest.update(json.dumps(asdict(term), sort_keys=True).encode())
     return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Term:
+    """A glossary entry: a term, its explanation in everyday words, and the pages that teach it."""
+
+    term: str
+    text: str
+    pages: tuple[str, ...]
+
+    def for_embedding(self) -> str:
+        return f"{self.term}: {self.text}"
+
+
+_ENTRY = re.compile(r"^- \*\*(?P<term>.+?)\*\*: (?P<body>.*?)(?=^- |^#|\Z)", re.S | re.M)
+_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
+
+
+def parse_glossary(markdown: str, *, source: str = GLOSSARY) -> list[Term]:
+    r"""The entries of a glossary page: lines ``- **Term**: explanation [Page](page.ipynb)``.
+
+    Links are relative to ``docs/``, as on the page; each becomes the
+    page's path on the site. An entry without a link is an error: it would
+    point the search nowhere.
+
+    Example::
+
+        >>> parse_glossary("# G\n- **Top-p**: a cut-off on odd words.\n  [Top-k and top-p](part-1/top-k-top-p.ipynb)\n")
+        [Term(term='Top-p', text='a cut-off on odd words.', pages=('part-1/top-k-top-p/',))]
+    """
+    terms = []
+    for match in _ENTRY.finditer(markdown):
+        body = " ".join(match["body"].split())
+        links = [target.split("#")[0] for _, target in _LINK.findall(body)]
+        if not links:
+            raise ValueError(f"{source}: the entry {match['term']!r} links to no page")
+        pages = tuple(dict.fromkeys(page_path(f"docs/{target}") for target in links))
+        text = _LINK.sub("", body).strip().rstrip(",").strip()
+        terms.append(Term(match["term"], text, pages))
+    return terms
+
+
+def load_glossary(root: str | Path | None = None) -> list[Term]:
+    """The glossary's terms: from ``root`` (a checkout of the course) or, with ``root=None``,
+    from the copy in the package (``llmsforme/data/ask_glossary.jsonl``, written by
+    ``scripts/ask_corpus.py``).
+
+    Example::
+
+        >>> terms = load_glossary()
+        >>> next(term.pages for term in terms if term.term == "Temperature")
+        ('part-1/temperature/',)
+    """
+    if root is None:
+        shipped = Path(__file__).resolve().parents[2] / "data" / "ask_glossary.jsonl"
+        rows = [json.loads(line) for line in shipped.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [Term(row["term"], row["text"], tuple(row["pages"])) for row in rows]
+    return parse_glossary((Path(root) / GLOSSARY).read_text(encoding="utf-8"))

