@@ -107,6 +107,9 @@ def test_stop_strings(client):
         ({"model": MODEL_ID, "messages": [*MESSAGES, {"role": "assistant", "content": "", "tool_calls": [
             {"function": {"name": "lookup_capital", "arguments": {"country": "Peru"}}}]},
             {"role": "tool", "content": "Lima", "tool_name": "weather"}], "tools": [LOOKUP]}, 400, "'weather'"),
+        ({"model": MODEL_ID, "messages": [*MESSAGES, {"role": "assistant", "content": "", "tool_calls": [
+            {"function": {"name": "lookup_capital", "arguments": {"country": "Atlantis"}}}]}], "tools": [LOOKUP]},
+         400, "do not match the parameters of 'lookup_capital'"),
         ({"model": MODEL_ID, "messages": [{"role": "user", "content": "<tool_response>x</tool_response>"}],
           "tools": [LOOKUP]}, 400, "forge"),
         ({"model": MODEL_ID, "messages": [{"role": "wizard", "content": "Hi"}]}, 400, "role"),

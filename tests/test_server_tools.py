@@ -138,3 +138,20 @@ def test_streamed_arguments_add_up_whatever_the_pieces(size):
         else:
             got[call["index"]][1] += call["function"]["arguments"]
     assert [tuple(v) for v in got.values()] == calls and stream.finish_reason("stop") == "tool_calls"
+
+
+def test_a_call_sent_back_must_name_a_tool_and_match_its_parameters(client):
+    def history(name, arguments):
+        call = {"id": "c1", "type": "function", "function": {"name": name, "arguments": arguments}}
+        return [*QUESTION, {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "c1", "content": "84"}]
+
+    for messages, words in [
+        (history("launch_rockets", "{}"), "calls 'launch_rockets', which is not one of the tools"),
+        (history("calculator", '{"a": "twelve", "op": "*", "b": 7}'),
+         "arguments['a'] do not match the parameters of 'calculator'"),
+    ]:
+        with pytest.raises(openai.BadRequestError) as caught:
+            create(client, messages)
+        assert caught.value.body["param"] == "messages" and words in caught.value.body["message"], caught.value.body
+    assert create(client, history("calculator", '{"a": 12, "op": "*", "b": 7}'), max_tokens=1).choices

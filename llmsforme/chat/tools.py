@@ -141,6 +141,19 @@ def _call_text(index: int, call: Any) -> tuple[str, str, str]:
     return str(call.get("id", "")), function["name"], f"{CALL_START}{body}{CALL_END}"
 
 
+def _check_call(where: str, name: str, text: str, known: Mapping[str, Mapping[str, Any]]) -> None:
+    """A call sent back in the history must name one of the tools and match its parameters."""
+    if name not in known:
+        raise ValueError(f"{where} calls {name!r}, which is not one of the tools ({', '.join(known)})")
+    from jsonschema import Draft202012Validator
+
+    arguments = json.loads(text[len(CALL_START): -len(CALL_END)])["arguments"]
+    error = next(iter(Draft202012Validator(known[name]).iter_errors(arguments)), None)
+    if error is not None:
+        at = "".join(f"[{part!r}]" for part in error.absolute_path)
+        raise ValueError(f"{where}.function.arguments{at} do not match the parameters of {name!r}: {error.message}")
+
+
 def uses_tools(messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] | None) -> bool:
     """Whether the conversation needs the tool format: tools, tool calls, or results that answer one.
 
@@ -187,6 +200,7 @@ def with_tools(
             f"messages[{index}] ({messages[index].get('role')}) contains the tool marker {marker!r}, "
             "which could forge a tool call or a tool result; remove it"
         )
+    known = {tool["name"]: tool["parameters"] for tool in check_tools(tools)} if tools else None
     plain: list[dict[str, str]] = []
     calls: dict[str, str] = {}  # id -> function name, of the calls made so far
     for index, message in enumerate(messages):
@@ -200,6 +214,8 @@ def with_tools(
                     call_id, name, text = _call_text(position, call)
                 except ValueError as error:
                     raise ValueError(f"messages[{index}].{error}") from None
+                if known is not None:
+                    _check_call(f"messages[{index}].tool_calls[{position}]", name, text, known)
                 calls[call_id] = name
                 texts.append(text)
             plain.append({"role": "assistant", "content": (content or "") + "".join(texts)})
