@@ -23,7 +23,7 @@ import torch
 
 from .schedule import cosine_schedule
 
-__all__ = ["DigitsModel", "WeightsProblem", "file_sha256", "load_digits_model", "shipped_folder"]
+__all__ = ["DigitsModel", "WeightsProblem", "file_sha256", "load_digits_model", "read_manifest", "shipped_folder"]
 
 #: The manifest's name inside a weights folder.
 MANIFEST = "manifest.json"
@@ -73,6 +73,37 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def read_manifest(folder: Path, what: str, script: str) -> dict:
+    """The manifest of a folder of trained weights, after checking every file it lists against its sha256.
+
+    The course's trained models (the digits diffusion model, the digits
+    CLIP, the text-to-image model) share this check; ``what`` names the
+    kind of folder in errors, ``script`` the script that retrains it.
+
+    Raises:
+        FileNotFoundError: no manifest, or a file it lists is missing.
+        WeightsProblem: the manifest is unreadable, or a checksum differs.
+    """
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"no {MANIFEST} in {folder}: not a {what} folder")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        checksums = dict(manifest["sha256"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise WeightsProblem(f"{manifest_path} is not a {what} manifest ({error})") from error
+    for name, expected in checksums.items():
+        path = folder / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing (listed in {MANIFEST})")
+        if file_sha256(path) != expected:
+            raise WeightsProblem(
+                f"{path} does not match its checksum in {MANIFEST}: the file is corrupt or was changed. "
+                f"Reinstall the package, or retrain with {script}."
+            )
+    return manifest
+
+
 def load_digits_model(folder: str | os.PathLike[str] | None = None) -> DigitsModel:
     """Load the digits diffusion model, offline, after checking every file's sha256.
 
@@ -94,23 +125,12 @@ def load_digits_model(folder: str | os.PathLike[str] | None = None) -> DigitsMod
     folder = shipped_folder() if folder is None else Path(folder).expanduser()
     if not isinstance(folder, Path):
         raise TypeError(f"folder must be a path or None, got {type(folder).__name__}")
+    manifest = read_manifest(folder, "digits model", "scripts/train_digits_diffusion.py")
     manifest_path = folder / MANIFEST
-    if not manifest_path.is_file():
-        raise FileNotFoundError(f"no {MANIFEST} in {folder}: not a digits model folder")
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        checksums, model = manifest["sha256"], manifest["model"]
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        model = manifest["model"]
+    except (KeyError, TypeError) as error:
         raise WeightsProblem(f"{manifest_path} is not a digits model manifest ({error})") from error
-    for name, expected in checksums.items():
-        path = folder / name
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing (listed in {MANIFEST})")
-        if file_sha256(path) != expected:
-            raise WeightsProblem(
-                f"{path} does not match its checksum in {MANIFEST}: the file is corrupt or was changed. "
-                "Reinstall the package, or retrain with scripts/train_digits_diffusion.py."
-            )
     from diffusers import UNet2DModel
     from diffusers.utils import logging as diffusers_logging
 

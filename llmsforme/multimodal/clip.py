@@ -28,7 +28,6 @@ and measures this one is still to be written.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -217,26 +216,14 @@ def load_digits_clip(folder: str | os.PathLike[str] | None = None) -> DigitsCLIP
     """
     from safetensors.torch import load_file
 
-    from ..diffusion.weights import WeightsProblem, file_sha256
+    from ..diffusion.weights import WeightsProblem, read_manifest
 
     folder = shipped_folder() if folder is None else Path(folder).expanduser()
-    manifest_path = folder / MANIFEST
-    if not manifest_path.is_file():
-        raise FileNotFoundError(f"no {MANIFEST} in {folder}: not a digits CLIP folder")
+    manifest = read_manifest(folder, "digits CLIP", "scripts/train_digits_clip.py")
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        checksums, dim = manifest["sha256"], int(manifest["model"]["dim"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-        raise WeightsProblem(f"{manifest_path} is not a digits CLIP manifest ({error})") from error
-    for name, expected in checksums.items():
-        path = folder / name
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing (listed in {MANIFEST})")
-        if file_sha256(path) != expected:
-            raise WeightsProblem(
-                f"{path} does not match its checksum in {MANIFEST}: the file is corrupt or was changed. "
-                "Reinstall the package, or retrain with scripts/train_digits_clip.py."
-            )
+        dim = int(manifest["model"]["dim"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise WeightsProblem(f"{folder / MANIFEST} is not a digits CLIP manifest ({error})") from error
     model = DigitsCLIP(dim)
     model.load_state_dict(load_file(folder / WEIGHTS))
     model.manifest = manifest

@@ -26,7 +26,6 @@ the page that trains and measures this model is still to be written.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -155,31 +154,16 @@ def load_text_to_image(folder: str | os.PathLike[str] | None = None, *, embedder
     from diffusers import UNet2DConditionModel
     from diffusers.utils import logging as diffusers_logging
 
-    from ..diffusion.weights import WeightsProblem, file_sha256
+    from ..diffusion.weights import WeightsProblem, read_manifest
     from ..model_source import load_embedder
     from .clip import load_digits_clip
 
     folder = shipped_folder() if folder is None else Path(folder).expanduser()
-    manifest_path = folder / MANIFEST
-    if not manifest_path.is_file():
-        raise FileNotFoundError(
-            f"no {MANIFEST} in {folder}: not a text-to-image folder (train one with "
-            "scripts/train_text_to_image.py --out FOLDER)"
-        )
+    manifest = read_manifest(folder, "text-to-image", "scripts/train_text_to_image.py")
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        checksums, timesteps = manifest["sha256"], int(manifest["model"]["num_train_timesteps"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-        raise WeightsProblem(f"{manifest_path} is not a text-to-image manifest ({error})") from error
-    for name, expected in checksums.items():
-        path = folder / name
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing (listed in {MANIFEST})")
-        if file_sha256(path) != expected:
-            raise WeightsProblem(
-                f"{path} does not match its checksum in {MANIFEST}: the file is corrupt or was changed. "
-                "Reinstall the package, or retrain with scripts/train_text_to_image.py."
-            )
+        timesteps = int(manifest["model"]["num_train_timesteps"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise WeightsProblem(f"{folder / MANIFEST} is not a text-to-image manifest ({error})") from error
     verbosity = diffusers_logging.get_verbosity()
     diffusers_logging.set_verbosity_error()  # a local folder: no hub chatter
     try:
