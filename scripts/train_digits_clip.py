@@ -43,6 +43,7 @@ from safetensors.torch import save_file
 from llmsforme.diffusion import file_sha256, load_digit_images
 from llmsforme.model_source import load_embedder
 from llmsforme.multimodal.clip import (
+    HELD_OUT_SHARE,
     HELD_OUT_TEMPLATES,
     MANIFEST,
     TRAINING_TEMPLATES,
@@ -52,24 +53,14 @@ from llmsforme.multimodal.clip import (
     class_vectors,
     clip_loss,
     shipped_folder,
+    split_digits,
     zero_shot,
 )
 
 SEED = 0
 DIM = 64
-TRAINING = {"groups_per_step": 32, "learning_rate": 0.002, "weight_decay": 0.01, "held_out_share": 0.2}
+TRAINING = {"groups_per_step": 32, "learning_rate": 0.002, "weight_decay": 0.01, "held_out_share": HELD_OUT_SHARE}
 MAX_LOGIT_SCALE = math.log(100)  # CLIP clamps the temperature's inverse at 100
-
-
-def split(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices of the training and held-out digits: stratified, seeded."""
-    from sklearn.model_selection import train_test_split
-
-    train, held_out = train_test_split(
-        torch.arange(len(labels)).numpy(), test_size=TRAINING["held_out_share"],
-        stratify=labels.numpy(), random_state=SEED,
-    )
-    return torch.from_numpy(train), torch.from_numpy(held_out)
 
 
 def shifted(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -115,7 +106,7 @@ def main() -> None:
     started = time.perf_counter()
 
     images, labels = load_digit_images(16)
-    train, held_out = split(labels)
+    train, held_out = split_digits(labels)
     by_digit = [train[labels[train] == d] for d in range(10)]
     embedder = load_embedder()
     model = DigitsCLIP(DIM)

@@ -3,7 +3,7 @@
 Downloading a real CLIP, text-to-image or vision-language model is not
 possible offline on a CPU, so the course trains each one small, with the
 real recipe: :mod:`.clip` puts digits and their captions in one space;
-:mod:`.text_to_image` draws a digit from a prompt, as Stable Diffusion does.
+:mod:`.prompt_to_image` draws a digit from a prompt, as Stable Diffusion does.
 
 Taught in: [Part 5](../part-5/index.md).
 """
@@ -17,10 +17,12 @@ from .clip import (
     caption,
     class_vectors,
     clip_loss,
+    held_out_digits,
     load_digits_clip,
+    split_digits,
     zero_shot,
 )
-from .text_to_image import TextToImage, generate, load_text_to_image
+from .prompt_to_image import TextToImage, generate, load_text_to_image, text_to_image
 
 __all__ = [
     "DIGIT_WORDS",
@@ -33,7 +35,10 @@ __all__ = [
     "class_vectors",
     "clip_loss",
     "generate",
+    "held_out_digits",
     "load_digits_clip",
     "load_text_to_image",
+    "split_digits",
+    "text_to_image",
     "zero_shot",
 ]

@@ -22,8 +22,9 @@ the same digit: their captions would count as wrong answers for each
 other. Training batches are groups of ten, one image of each digit
 (``scripts/train_digits_clip.py``).
 
-Taught in: the idea, in [What "multimodal" means](../part-5/multimodal.md); the page that trains
-and measures this one is still to be written.
+Taught in: [CLIP: images and text in one space](../part-5/clip.ipynb) (the loss by hand,
+zero-shot classification, search both ways, the failures); the idea, in
+[What "multimodal" means](../part-5/multimodal.md).
 """
 
 from __future__ import annotations
@@ -48,15 +49,19 @@ __all__ = [
     "caption",
     "class_vectors",
     "clip_loss",
+    "held_out_digits",
     "load_digits_clip",
     "shipped_folder",
+    "split_digits",
     "zero_shot",
 ]
 
 MANIFEST, WEIGHTS = "manifest.json", "model.safetensors"
 
+#: The share of scikit-learn's digits kept out of the CLIP's training, and the seed that picks them.
+HELD_OUT_SHARE, SPLIT_SEED = 0.2, 0
+
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-#: The captions of training: ``{digit}`` is the numeral, ``{word}`` its English name.
 TRAINING_TEMPLATES = (
     "a handwritten {word}",
     "the digit {digit}",
@@ -67,7 +72,8 @@ TRAINING_TEMPLATES = (
     "handwritten number {digit}",
     "an image of a {word}",
 )
-#: Phrasings that training never saw: zero-shot prompts in a reader's own words.
+"""The captions of training (the CLIP's, then the text-to-image model's): ``{digit}`` is the numeral,
+``{word}`` its English name; :func:`caption` fills them in."""
 HELD_OUT_TEMPLATES = (
     "draw a {digit}",
     "{word}, handwritten",
@@ -76,6 +82,7 @@ HELD_OUT_TEMPLATES = (
     "someone wrote the numeral {digit}",
     "{word}",
 )
+"""Phrasings that training never saw: zero-shot prompts in a reader's own words."""
 
 
 def caption(digit: int, template: str) -> str:
@@ -91,6 +98,40 @@ def caption(digit: int, template: str) -> str:
     if not isinstance(template, str) or ("{digit}" not in template and "{word}" not in template):
         raise ValueError(f"template must be a str with {{digit}} or {{word}} in it, got {template!r}")
     return template.format(digit=digit, word=DIGIT_WORDS[digit])
+
+
+def split_digits(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the digits the CLIP trained on, and of those it never saw (stratified, seeded).
+
+    Example::
+
+        >>> from llmsforme.diffusion import load_digit_images
+        >>> train, held_out = split_digits(load_digit_images(16)[1])
+        >>> len(train), len(held_out)
+        (1437, 360)
+    """
+    from sklearn.model_selection import train_test_split
+
+    train, held_out = train_test_split(
+        torch.arange(len(labels)).numpy(), test_size=HELD_OUT_SHARE, stratify=labels.numpy(), random_state=SPLIT_SEED
+    )
+    return torch.from_numpy(train), torch.from_numpy(held_out)
+
+
+def held_out_digits(size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 360 digits the CLIP never trained on: ``(images, labels)``, images in [0, 1].
+
+    Example::
+
+        >>> images, labels = held_out_digits()
+        >>> tuple(images.shape), labels[:5].tolist()
+        ((360, 1, 16, 16), [7, 6, 3, 7, 7])
+    """
+    from ..diffusion import load_digit_images
+
+    images, labels = load_digit_images(size)
+    held_out = split_digits(labels)[1]
+    return images[held_out], labels[held_out]
 
 
 def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:

@@ -20,12 +20,14 @@ There is no autoencoder: Stable Diffusion denoises a latent 8 times smaller
 on each side than its 512-pixel images, to save compute; these images have
 256 pixels, already fewer than one of its latents' 4,096 positions.
 
-Taught in: the idea, in [From digits to Stable Diffusion and Flux](../part-5/stable-diffusion.ipynb);
-the page that trains and measures this model is still to be written.
+Taught in: [From a prompt to an image](../part-5/text-to-image.ipynb) (each part mapped to
+Stable Diffusion, Flux and ComfyUI, measured on prompts in new words); the
+idea, in [From digits to Stable Diffusion and Flux](../part-5/stable-diffusion.ipynb).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,10 +41,21 @@ import torch.nn.functional as F
 from ..diffusion import cosine_schedule, denoise
 from .clip import DigitsCLIP
 
-__all__ = ["MAX_TOKENS", "TextToImage", "generate", "load_text_to_image", "prompt_vectors", "unet_config"]
+__all__ = [
+    "MAX_GUIDANCE_SCALE",
+    "MAX_TOKENS",
+    "TextToImage",
+    "generate",
+    "load_text_to_image",
+    "prompt_vectors",
+    "text_to_image",
+    "unet_config",
+]
 
 #: Prompts are cut to this many tokens (with MiniLM's [CLS] and [SEP]): the captions are short.
 MAX_TOKENS = 16
+#: Past this, guided estimates leave the range the network was trained on: images saturate.
+MAX_GUIDANCE_SCALE = 20.0
 MANIFEST = "manifest.json"
 
 
@@ -93,6 +106,11 @@ class TextToImage:
     alphas_cumprod: torch.Tensor
     manifest: dict = field(default_factory=dict, repr=False)
 
+    @property
+    def guidance_scale(self) -> float:
+        """The guidance scale the training script chose for these weights (3 for an untrained model)."""
+        return float(self.manifest.get("model", {}).get("guidance_scale", 3.0))
+
     def predict(self, x: torch.Tensor, t: int, tokens: torch.Tensor, mask: torch.Tensor,
                 guidance_scale: float) -> torch.Tensor:
         """The noise estimate for prompts ``tokens``, guided away from the empty prompt's."""
@@ -110,7 +128,7 @@ def generate(
     model: TextToImage,
     prompts: Sequence[str],
     *,
-    guidance_scale: float = 3.0,
+    guidance_scale: float | None = None,
     sampler: str = "ddim",
     steps: int = 25,
     seed: int = 0,
@@ -118,13 +136,19 @@ def generate(
 ) -> Any:
     """One image per prompt, 16 x 16 in [0, 1], with the package's reverse loop.
 
+    ``guidance_scale=None`` means the model's own (:attr:`TextToImage.guidance_scale`);
+    ``""`` is the unconditional prompt.
+
     Example::
 
-        model = load_text_to_image("trained")  # a folder written by scripts/train_text_to_image.py
-        images = generate(model, ["a handwritten seven", "draw a 3"], guidance_scale=3.0)
+        >>> model = load_text_to_image()  # the shipped weights
+        >>> images = generate(model, ["a handwritten seven", ""], guidance_scale=2.0, seed=1)
+        >>> tuple(images.shape)
+        (2, 1, 16, 16)
     """
-    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not guidance_scale >= 0:
-        raise ValueError(f"guidance_scale must be a number >= 0, got {guidance_scale!r}")
+    if guidance_scale is None:
+        guidance_scale = model.guidance_scale
+    _check_guidance(guidance_scale)
     tokens, mask = prompt_vectors(model.clip, prompts, model.embedder)
     scale = float(guidance_scale)
     return denoise(
@@ -139,9 +163,55 @@ def generate(
     )
 
 
+def _check_guidance(guidance_scale: object) -> None:
+    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)):
+        raise TypeError(f"guidance_scale must be a number, got {type(guidance_scale).__name__}")
+    if not 0 <= guidance_scale <= MAX_GUIDANCE_SCALE:
+        raise ValueError(f"guidance_scale must be between 0 and {MAX_GUIDANCE_SCALE:g}, got {guidance_scale!r}")
+
+
+def text_to_image(
+    prompts: Sequence[str],
+    *,
+    steps: int = 25,
+    guidance_scale: float | None = None,
+    seed: int = 0,
+) -> torch.Tensor:
+    """Draw one digit per prompt with the shipped model: ``(n, 1, 16, 16)`` in [0, 1].
+
+    The one call a page or a script needs: it loads the shipped model once
+    (:func:`load_text_to_image`) and samples with DDIM. ``guidance_scale=None``
+    means the scale the training script chose for it (the manifest's).
+    Every prompt must say something: for the unconditional image, call
+    :func:`generate` with ``""``.
+
+    Example:
+
+        >>> images = text_to_image(["a handwritten seven", "draw a 3"], seed=0)
+        >>> tuple(images.shape), float(images.min()) >= 0, float(images.max()) <= 1
+        ((2, 1, 16, 16), True, True)
+        >>> bool((images == text_to_image(["a handwritten seven", "draw a 3"], seed=0)).all())
+        True
+    """
+    if isinstance(prompts, str) or not isinstance(prompts, Sequence) or not prompts:
+        raise TypeError("prompts must be a non-empty list of strings, one per image")
+    for i, prompt in enumerate(prompts):
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompts[{i}] must be a string, got {type(prompt).__name__}")
+        if not prompt.strip():
+            raise ValueError(f"prompts[{i}] is empty: say which digit to draw (generate() takes '' to draw without one)")
+    if guidance_scale is not None:
+        _check_guidance(guidance_scale)
+    return generate(_shipped_model(), list(prompts), guidance_scale=guidance_scale, steps=steps, seed=seed)
+
+
+@functools.lru_cache(maxsize=1)
+def _shipped_model() -> TextToImage:
+    return load_text_to_image()
+
+
 def shipped_folder() -> Path:
-    """The folder of the text-to-image weights inside the package (they ship with the page that
-    trains them, still to be written; until then, train them with ``scripts/train_text_to_image.py``)."""
+    """The folder of the text-to-image weights inside the package (``scripts/train_text_to_image.py``)."""
     return Path(str(files("llmsforme").joinpath("data", "digits-text-to-image")))
 
 
@@ -162,6 +232,7 @@ def load_text_to_image(folder: str | os.PathLike[str] | None = None, *, embedder
     manifest = read_manifest(folder, "text-to-image", "scripts/train_text_to_image.py")
     try:
         timesteps = int(manifest["model"]["num_train_timesteps"])
+        _check_guidance(manifest["model"]["guidance_scale"])
     except (KeyError, TypeError, ValueError) as error:
         raise WeightsProblem(f"{folder / MANIFEST} is not a text-to-image manifest ({error})") from error
     verbosity = diffusers_logging.get_verbosity()
