@@ -89,14 +89,18 @@ def test_slugify_matches_mkdocs():
 
 
 def test_rechunk_resizes_sections_without_merging_them(chunks):
-    from llmsforme.apps.ask.corpus import rechunk
+    from llmsforme.apps.ask.corpus import _split, rechunk
 
     assert rechunk(chunks, 1200) == chunks  # the shipped size gives the shipped chunks back
     small, whole = rechunk(chunks, 300), rechunk(chunks, 100_000)
     sections = {(c.page, c.anchor) for c in chunks}
     assert {(c.page, c.anchor) for c in small} == sections == {(c.page, c.anchor) for c in whole}
     assert len(whole) == len(sections) < len(chunks) < len(small)
-    assert sorted(len(c.text) for c in small)[len(small) // 2] <= 300  # only unsplittable blocks are longer
+    # A chunk over the size is one block that cannot be cut (a paragraph, a table, a code block):
+    # split again at the smallest size, it stays whole.
+    longer = [c.text for c in small if len(c.text) > 300]
+    assert longer and all(_split(text, 100) == [text] for text in longer)
+    assert _split("a" * 250 + "\n\n" + "b" * 250, 300) == ["a" * 250, "b" * 250]  # two blocks are cut apart
     with pytest.raises(ValueError, match="max_chars must be an int >= 100"):
         rechunk(chunks, 50)
 
