@@ -59,6 +59,17 @@ def test_the_loss_is_transformers_clip_loss():
         clip_loss(images, texts[:3], scale)
 
 
+def test_the_interface_other_scripts_call(clip):
+    """Issue 25's interface: image_size, encode_images and encode_texts, both L2-normalised (n, D)."""
+    assert clip.image_size == 16
+    images = held_out_digits()[0][:3]
+    vectors = clip.encode_images(images), clip.encode_texts(["a handwritten seven", "draw a 3", "7"])
+    for v in vectors:
+        assert v.shape == (3, clip.dim) and torch.allclose(v.norm(dim=-1), torch.ones(3), atol=1e-5)
+    with pytest.raises(ValueError, match="texts must be a non-empty list"):
+        clip.encode_texts([""])
+
+
 def test_captions_and_bad_input():
     assert caption(7, "a handwritten {word}") == "a handwritten seven" and caption(0, "{digit}") == "0"
     assert not set(TRAINING_TEMPLATES) & set(HELD_OUT_TEMPLATES)

@@ -29,6 +29,7 @@ zero-shot classification, search both ways, the failures); the idea, in
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Sequence
@@ -193,6 +194,7 @@ class DigitsCLIP(nn.Module):
     """
 
     TEXT_DIM = 384  #: all-MiniLM-L6-v2's vectors
+    image_size = 16  #: the side of the images it reads, in pixels
 
     def __init__(self, dim: int = 64) -> None:
         super().__init__()
@@ -227,9 +229,31 @@ class DigitsCLIP(nn.Module):
             embedder = load_embedder()
         return torch.as_tensor(embedder.encode(list(texts), normalize_embeddings=True), dtype=torch.float32)
 
+    def encode_texts(self, texts: Sequence[str], embedder: Any = None) -> torch.Tensor:
+        """Captions -> unit vectors ``(n, dim)`` in the shared space: MiniLM, then the trained projection.
+
+        Without ``embedder``, all-MiniLM-L6-v2 is loaded once and kept.
+
+        Example::
+
+            >>> model = load_digits_clip()
+            >>> texts = model.encode_texts(["a handwritten seven", "draw a 7"])
+            >>> tuple(texts.shape), round(float(texts[0] @ texts[1]), 1) > 0.5
+            ((2, 64), True)
+        """
+        with torch.no_grad():
+            return self.encode_text_vectors(self.embed_texts(texts, embedder or _shared_embedder()))
+
     def forward(self, images: torch.Tensor, text_vectors: torch.Tensor) -> torch.Tensor:
         """``logits_per_image``: the scaled cosine similarity of every image with every text."""
         return self.logit_scale.exp() * self.encode_images(images) @ self.encode_text_vectors(text_vectors).T
+
+
+@functools.lru_cache(maxsize=1)
+def _shared_embedder() -> Any:
+    from ..model_source import load_embedder
+
+    return load_embedder()
 
 
 def shipped_folder() -> Path:
