@@ -31,7 +31,7 @@ LAYERS = {
     "quantization": 5.5,
     "evaluate": 5.5,
     "diffusion": 5.5,
-    "multimodal": 5.6,  # the digits CLIP: reads the digits and their checks from diffusion
+    "multimodal": 5.6,  # CLIP, text to image, the VLM: the digits from diffusion, the course model via lm and chat
     "server": 6,
     "apps": 7,
     "display": 8,

@@ -23,20 +23,25 @@ from .clip import (
     zero_shot,
 )
 from .prompt_to_image import TextToImage, generate, load_text_to_image, text_to_image
+from .vision_language import DigitsVLM, ImagePromptedLM, VisionProjector, load_digits_vlm
 
 __all__ = [
     "DIGIT_WORDS",
     "HELD_OUT_TEMPLATES",
     "TRAINING_TEMPLATES",
     "DigitsCLIP",
+    "DigitsVLM",
     "ImageEncoder",
+    "ImagePromptedLM",
     "TextToImage",
+    "VisionProjector",
     "caption",
     "class_vectors",
     "clip_loss",
     "generate",
     "held_out_digits",
     "load_digits_clip",
+    "load_digits_vlm",
     "load_text_to_image",
     "split_digits",
     "text_to_image",
