@@ -183,6 +183,8 @@ def _serve(args: argparse.Namespace) -> int:
             api_key=api_key,
             max_tokens_limit=args.max_tokens_limit,
             rate_limit=args.rate_limit,
+            # Images need the course model in transformers (inputs_embeds).
+            vision=args.vision and args.backend == "transformers" and args.model is None,
         )
     except KeyboardInterrupt:
         pass
@@ -334,6 +336,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=_positive_int, default=None, metavar="N",
         help="CPU threads for the model (default: the runtime's choice; llama.cpp takes half the cores, "
         "which leaves the server a core of its own)",
+    )
+    server.add_argument(
+        "--no-vision", dest="vision", action="store_false",
+        help="serve text only (by default the course model in transformers also reads images, "
+        "as smollm2-135m-instruct-vision)",
     )
     _add_model_option(server)
     server.set_defaults(run=_serve)

@@ -54,3 +54,22 @@ def test_real_model_loading(capsys, course_model):
     assert cli.main(["next", PROMPT, "--top", "3"]) == 0
     rows = next_token_table(course_model[0], PROMPT, tokenizer=course_model[1], top=3)
     assert capsys.readouterr().out.strip() == cli.format_next_token_table(rows).strip()
+
+
+@pytest.mark.parametrize(
+    ("argv", "vision"),
+    [
+        (["serve"], True),
+        (["serve", "--no-vision"], False),
+        (["serve", "--backend", "llama.cpp"], False),  # images need the model in transformers
+    ],
+)
+def test_serve_turns_vision_on_for_the_course_model_in_transformers(monkeypatch, argv, vision):
+    import llmsforme.model_source
+    import llmsforme.server
+
+    seen = {}
+    monkeypatch.setattr(llmsforme.server, "serve", lambda *args, **options: seen.update(options))
+    monkeypatch.setattr(llmsforme.model_source, "load_model", lambda *args, **options: (None, None))
+    assert cli.main(argv) == 0
+    assert seen["vision"] is vision

@@ -465,7 +465,8 @@ def test_llmsforme_serve_prints_its_url_and_stops_on_ctrl_c():
         deadline = time.monotonic() + 60
         while True:
             try:
-                assert [m.id for m in client.models.list()] == [MODEL_ID]
+                # `llmsforme serve` serves the vision model too, unless --no-vision.
+                assert [m.id for m in client.models.list()] == [MODEL_ID, MODEL_ID + "-vision"]
                 break
             except openai.APIConnectionError:
                 assert time.monotonic() < deadline and process.poll() is None

@@ -23,7 +23,7 @@ from .clip import (
     zero_shot,
 )
 from .prompt_to_image import TextToImage, generate, load_text_to_image, text_to_image
-from .vision_language import DigitsVLM, ImagePromptedLM, VisionProjector, load_digits_vlm
+from .vision_language import DigitsVLM, ImageError, ImagePromptedLM, VisionProjector, load_digits_vlm, read_image
 
 __all__ = [
     "DIGIT_WORDS",
@@ -31,6 +31,7 @@ __all__ = [
     "TRAINING_TEMPLATES",
     "DigitsCLIP",
     "DigitsVLM",
+    "ImageError",
     "ImageEncoder",
     "ImagePromptedLM",
     "TextToImage",
@@ -43,6 +44,7 @@ __all__ = [
     "load_digits_clip",
     "load_digits_vlm",
     "load_text_to_image",
+    "read_image",
     "split_digits",
     "text_to_image",
     "zero_shot",

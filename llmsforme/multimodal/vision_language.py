@@ -18,7 +18,9 @@ strategies: it is a :class:`~llmsforme.lm.HFLanguageModel` whose first
 forward pass reads the image's vectors, so greedy search, sampling and beam
 search run on it unchanged.
 
-Taught in: the recipe, in [What "multimodal" means](../part-5/multimodal.md).
+Taught in: [How a language model reads an image](../part-5/vision-language.ipynb),
+[Images through the API](../part-5/images-api.ipynb); the recipe beside LLaVA's,
+SmolVLM's, Qwen-VL's and GPT-4o's in [What "multimodal" means](../part-5/multimodal.md).
 """
 
 from __future__ import annotations
@@ -36,13 +38,19 @@ from ..lm import HFLanguageModel
 from .clip import DigitsCLIP
 
 __all__ = [
+    "IMAGE_FORMATS",
     "IMAGE_PLACEHOLDER",
     "IMAGE_TOKENS",
+    "MAX_IMAGE_BYTES",
+    "MAX_IMAGE_SIDE",
+    "MIN_IMAGE_SIDE",
     "DigitsVLM",
+    "ImageError",
     "ImagePromptedLM",
     "VisionProjector",
     "image_features",
     "load_digits_vlm",
+    "read_image",
 ]
 
 #: How many vectors an image becomes in the language model's input.
@@ -50,6 +58,93 @@ IMAGE_TOKENS = 4
 #: The token whose embedding each image vector replaces (one the chat never writes).
 IMAGE_PLACEHOLDER = "<empty_output>"
 MANIFEST, WEIGHTS = "manifest.json", "projector.safetensors"
+IMAGE_FORMATS = ("PNG", "JPEG")
+"""The image files :func:`read_image` decodes (Pillow's names)."""
+MAX_IMAGE_BYTES = 500_000
+"""The largest image file :func:`read_image` reads, in bytes."""
+MAX_IMAGE_SIDE = 1024
+"""The longest side :func:`read_image` accepts, in pixels: a digit needs 16, and a
+huge image that compresses to a small file (a "decompression bomb") is refused
+before it is decoded."""
+MIN_IMAGE_SIDE = 8
+"""The shortest side :func:`read_image` accepts: scikit-learn's digits are 8 x 8."""
+
+
+class ImageError(ValueError):
+    """An image that :func:`read_image` cannot use; ``reason`` says why, for the server's error codes.
+
+    ``reason`` is ``"not_an_image"``, ``"unsupported_format"``,
+    ``"too_large"`` or ``"too_small"``.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def read_image(data: bytes) -> torch.Tensor:
+    """An image file's bytes -> the ``(1, 1, 16, 16)`` tensor in [0, 1] that the model reads.
+
+    PNG or JPEG, grey or in colour (averaged to grey, as Pillow's ``"L"``
+    mode weighs the channels), any size from 8 x 8 to 1024 x 1024; it is
+    resized bilinearly to 16 x 16, as the training digits were (smoothing
+    first when it shrinks, so that thin strokes survive). The model expects
+    what it was trained on: a light digit on a dark background.
+
+    Raises :class:`ImageError` naming the problem.
+
+    Example::
+
+        >>> import io
+        >>> from PIL import Image
+        >>> png = io.BytesIO()
+        >>> Image.new("L", (8, 8), 255).save(png, format="PNG")
+        >>> image = read_image(png.getvalue())
+        >>> tuple(image.shape), float(image.min()), float(image.max())
+        ((1, 1, 16, 16), 1.0, 1.0)
+        >>> read_image(b"GIF89a...")
+        Traceback (most recent call last):
+        ...
+        llmsforme.multimodal.vision_language.ImageError: the image is not a PNG or JPEG file that can be decoded
+    """
+    import io
+
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    if not isinstance(data, (bytes, bytearray)):
+        raise TypeError(f"data must be the bytes of an image file, got {type(data).__name__}")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ImageError("too_large", f"the image file is {len(data):,} bytes; the most is {MAX_IMAGE_BYTES:,}")
+    try:
+        image = Image.open(io.BytesIO(data))  # reads the header only
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise ImageError("not_an_image", "the image is not a PNG or JPEG file that can be decoded") from None
+    with image:
+        if image.format not in IMAGE_FORMATS:
+            raise ImageError(
+                "unsupported_format",
+                f"the image is {image.format}; this model reads {' or '.join(IMAGE_FORMATS)}",
+            )
+        width, height = image.size
+        if max(width, height) > MAX_IMAGE_SIDE:
+            raise ImageError("too_large", f"the image is {width} x {height} pixels; the most is "
+                                          f"{MAX_IMAGE_SIDE} x {MAX_IMAGE_SIDE}")
+        if min(width, height) < MIN_IMAGE_SIDE:
+            raise ImageError("too_small", f"the image is {width} x {height} pixels; the least is "
+                                          f"{MIN_IMAGE_SIDE} x {MIN_IMAGE_SIDE}")
+        try:
+            if image.mode.startswith("I"):  # 16- or 32-bit grey: scale to 8 bits by its own range
+                pixels = np.asarray(image, dtype=np.float64)
+                pixels = pixels / max(float(pixels.max()), 1.0) * 255
+            else:
+                pixels = np.asarray(image.convert("L"), dtype=np.float64)
+        except (OSError, ValueError, SyntaxError):  # a truncated or corrupt file fails here, not at open
+            raise ImageError("not_an_image", "the image file is damaged: it cannot be decoded") from None
+    tensor = torch.tensor(pixels, dtype=torch.float32)[None, None] / 255
+    tensor = torch.nn.functional.interpolate(tensor, size=(16, 16), mode="bilinear", align_corners=False,
+                                             antialias=min(width, height) > 16)
+    return tensor.clamp(0, 1)
 
 
 def image_features(clip: DigitsCLIP, images: torch.Tensor) -> torch.Tensor:
@@ -106,15 +201,37 @@ class DigitsVLM:
         With ``answer``, the whole exchange (for training); without, the
         prompt ends with the assistant's header, ready for the reply.
         """
-        from ..chat import render_chat
-
         if not isinstance(question, str) or not question.strip():
             raise ValueError("question must be a non-empty string")
-        marker = "\x00image\x00"  # split point: cannot appear in a chat message's text
-        messages = [{"role": "user", "content": marker + question}]
+        messages = [{"role": "user", "content": question}]
         if answer is not None:
             messages.append({"role": "assistant", "content": answer})
-        text = render_chat(messages, "chatml", add_generation_prompt=answer is None)
+        return self.chat_ids(messages, 0, add_generation_prompt=answer is None)
+
+    def chat_ids(self, messages: Any, image_message: int, *, add_generation_prompt: bool = True) -> list[int]:
+        """A conversation about one image, which opens the user message ``messages[image_message]``.
+
+        The messages are checked by the chat layer's guard (a special token
+        inside one is refused, as for text) and rendered in ChatML, the
+        format the projector was trained with (default system turn included).
+        """
+        from ..chat import encode_chat, render_chat
+
+        if isinstance(image_message, bool) or not isinstance(image_message, int) or not (
+            0 <= image_message < len(messages)
+        ):
+            raise ValueError(f"image_message must be the index of a message, 0 to {len(messages) - 1}, "
+                             f"got {image_message!r}")
+        if messages[image_message].get("role") != "user":
+            raise ValueError(f"the image must be in a user message; messages[{image_message}] is "
+                             f"{messages[image_message].get('role')!r}")
+        encode_chat(self.tokenizer, messages, "chatml", add_generation_prompt=add_generation_prompt)  # the guard
+        marker = "\x00image\x00"  # the split point
+        if any("\x00" in str(message.get("content") or "") for message in messages):
+            raise ValueError("a message contains the character NUL, which a chat message cannot hold")
+        marked = [dict(message) for message in messages]
+        marked[image_message]["content"] = marker + (marked[image_message].get("content") or "")
+        text = render_chat(marked, "chatml", add_generation_prompt=add_generation_prompt)
         before, after = text.split(marker)
         encode = lambda part: list(self.tokenizer(part, add_special_tokens=False).input_ids)  # noqa: E731
         return encode(before) + [self.placeholder_id] * self.projector.tokens + encode(after)

@@ -12,6 +12,10 @@ therefore exactly the functions that Part 1 teaches.
 * :func:`create_app` is the FastAPI application, :class:`Engine` the
   generation queue behind it.
 
+With ``vision=True`` (the default of ``llmsforme serve``) it also serves
+:data:`VISION_MODEL_ID`, the course model reading an image through the
+digits vision-language model, on the same weights.
+
 Layers: this module sits above chat and decoding and below the apps; the
 algorithms never import it.
 
@@ -21,7 +25,7 @@ Taught in: [Your first call](../part-3/first-call.ipynb).
 from .app import DEFAULT_MAX_TOKENS, MAX_BODY_BYTES, RateLimit, create_app
 from .engine import Engine, Settings, StopText
 from .errors import APIError
-from .openai_api import MAX_N, MODEL_ID, UNSUPPORTED
+from .openai_api import MAX_N, MODEL_ID, UNSUPPORTED, VISION_MODEL_ID
 from .running import BackgroundServer, serve, serve_app, start_app, start_server
 
 __all__ = [
@@ -36,6 +40,7 @@ __all__ = [
     "Settings",
     "StopText",
     "UNSUPPORTED",
+    "VISION_MODEL_ID",
     "create_app",
     "serve",
     "serve_app",

@@ -37,12 +37,15 @@ from ..chat import RoleInjectionError
 from . import ollama_api
 from .engine import Delta, Engine, Finish
 from .errors import SERVER_ERROR_MESSAGE, APIError
+from .images import BadImage, image_from_base64, image_from_data_url
 from .openai_api import (
     MODEL_ID,
+    VISION_MODEL_ID,
     ToolCallStream,
     chat_messages,
     chunk,
     completion,
+    image_parts,
     parse_request,
     response_schema,
     settings_for,
@@ -229,20 +232,48 @@ def create_app(
                 headers=headers,
             )
 
-    def model_card() -> dict[str, Any]:
-        return {"id": MODEL_ID, "object": "model", "created": started, "owned_by": "llmsforme"}
+    # The vision model is the same weights reading images: listed only when the engine has it.
+    served = (MODEL_ID, VISION_MODEL_ID) if engine.vision is not None else (MODEL_ID,)
+
+    def model_card(model_id: str) -> dict[str, Any]:
+        return {"id": model_id, "object": "model", "created": started, "owned_by": "llmsforme"}
 
     @app.get("/v1/models")
     async def list_models(request: Request) -> dict[str, Any]:
         check_key(request)
-        return {"object": "list", "data": [model_card()]}
+        return {"object": "list", "data": [model_card(model_id) for model_id in served]}
 
     @app.get("/v1/models/{model_id}")
     async def retrieve_model(model_id: str, request: Request) -> dict[str, Any]:
         check_key(request)
-        if model_id != MODEL_ID:
-            raise _unknown_model(model_id)
-        return model_card()
+        if model_id not in served:
+            raise _unknown_model(model_id, served)
+        return model_card(model_id)
+
+    def image_request(
+        model: str, messages: list[dict[str, Any]], images: list[tuple[int, int, Any]], decode: Any, where: str,
+        tools: bool,
+    ) -> tuple[Any, Any]:
+        """The prompt and model of a request with images; ValueError naming the field (``where``) if it cannot be."""
+        index, position, data = images[0]
+        if model != VISION_MODEL_ID:
+            other = f"send images to {VISION_MODEL_ID!r}" if engine.vision is not None else "this server has no vision model"
+            raise _ImageProblem(where.format(index, position), "image_not_supported",
+                                f"the model {model!r} reads text only: {other}")
+        if len(images) > 1:
+            index, position, _ = images[1]
+            raise _ImageProblem(where.format(index, position), "too_many_images",
+                                f"the vision model reads one image per request, got {len(images)}")
+        if messages[index]["role"] != "user":
+            raise _ImageProblem(where.format(index, position), "invalid_image",
+                                f"an image can only be in a user message, not a {messages[index]['role']} one")
+        if tools:
+            raise _ImageProblem("tools", None, "the vision model does not take tools")
+        try:
+            image = decode(data)
+        except BadImage as error:
+            raise _ImageProblem(where.format(index, position), error.code, str(error).rstrip(".")) from None
+        return engine.image_prompt(messages, index, image)
 
     async def read_body(request: Request) -> bytes:
         declared = request.headers.get("content-length")
@@ -264,12 +295,21 @@ def create_app(
         check_key(request)
         check_rate()
         body = parse_request(await read_body(request))
-        if body.model != MODEL_ID:
-            raise _unknown_model(body.model)
+        if body.model not in served:
+            raise _unknown_model(body.model, served)
         messages = chat_messages(body.messages)
         tooling = tool_options(body)
+        images = image_parts(body.messages)
+        image_lm = None
         try:
-            prompt = engine.prompt(messages, tooling[0] if tooling else None)
+            if images:
+                prompt, image_lm = image_request(
+                    body.model, messages, images, image_from_data_url, "messages[{}].content[{}]", tooling is not None
+                )
+            else:
+                prompt = engine.prompt(messages, tooling[0] if tooling else None)
+        except _ImageProblem as problem:
+            raise APIError.bad_request(f"{problem.where}: {problem}.", param=problem.where, code=problem.code) from None
         except RoleInjectionError as error:
             # The package's advice (after ";") is for Python callers; an API caller can only edit the text.
             reason = str(error).split(";")[0]
@@ -299,7 +339,7 @@ def create_app(
         def emit(event: Delta | Finish) -> None:
             loop.call_soon_threadsafe(events.put_nowait, event)
 
-        future = engine.submit(prompt, settings, emit, cancelled=cancelled, request_id=request_id)
+        future = engine.submit(prompt, settings, emit, cancelled=cancelled, request_id=request_id, lm=image_lm)
 
         def finished(done: Any) -> None:  # None marks the end; an exception, a failure
             failure = RuntimeError("the server is stopping") if done.cancelled() else done.exception()
@@ -428,20 +468,24 @@ def create_app(
     @app.get("/api/tags")
     async def ollama_tags(request: Request) -> dict[str, Any]:
         ollama_checks(request)
-        model = {
-            "name": MODEL_ID + ":latest",
-            "model": MODEL_ID + ":latest",
-            "modified_at": ollama_api.timestamp(),
-            "details": {"format": model_format, "family": "llama", "parameter_size": "135M"},
-        }
-        return {"models": [model]}
+        models = [
+            {
+                "name": model_id + ":latest",
+                "model": model_id + ":latest",
+                "modified_at": ollama_api.timestamp(),
+                "details": {"format": model_format, "family": "llama", "parameter_size": "135M"},
+            }
+            for model_id in served
+        ]
+        return {"models": models}
 
     @app.get("/api/version")
     async def ollama_version() -> dict[str, str]:
         return {"version": f"llmsforme-{fingerprint}"}
 
     async def ollama_generate(
-        request: Request, kind: str, model_name: str, prompt: Any, settings: Any, stream: bool, tools: bool = False
+        request: Request, kind: str, model_name: str, prompt: Any, settings: Any, stream: bool, tools: bool = False,
+        lm: Any = None,
     ) -> Any:
         began = time.perf_counter_ns()
         request_id = kind + "-" + uuid.uuid4().hex
@@ -454,6 +498,7 @@ def create_app(
             lambda event: loop.call_soon_threadsafe(events.put_nowait, event),
             cancelled=cancelled,
             request_id=request_id,
+            lm=lm,
         )
 
         def finished(done: Any) -> None:
@@ -546,13 +591,23 @@ def create_app(
             raise ollama_api.OllamaError(400, f"invalid JSON schema in format: {error}") from None
         return dataclasses.replace(settings, constraint=constraint)
 
-    def ollama_model(name: str) -> None:
-        if not ollama_api.model_name_ok(name):
+    def ollama_model(name: str) -> str:
+        model_id = ollama_api.model_id(name, vision=engine.vision is not None)
+        if model_id is None:
             raise ollama_api.OllamaError(404, f"model '{name}' not found, try pulling it first")
+        return model_id
 
-    def ollama_prompt(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> Any:
+    def ollama_prompt(
+        messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, model: str = MODEL_ID,
+        images: list[tuple[int, int, Any]] | None = None, where: str = "messages[{}].images[{}]",
+    ) -> tuple[Any, Any]:
+        """The prompt, and the model that reads its image (``None``: the engine's)."""
         try:
-            return engine.prompt(messages, tools)
+            if images:
+                return image_request(model, messages, images, image_from_base64, where, tools is not None)
+            return engine.prompt(messages, tools), None
+        except _ImageProblem as problem:
+            raise ollama_api.OllamaError(400, f"{problem.where}: {problem}") from None
         except RoleInjectionError as error:
             reason = str(error).split(";")[0]
             raise ollama_api.OllamaError(400, f"{reason}: remove it") from None
@@ -563,9 +618,10 @@ def create_app(
     async def ollama_chat(request: Request) -> Any:
         ollama_checks(request)
         body = ollama_api.parse(ollama_api.ChatRequest, await read_ollama_body(request))
-        ollama_model(body.model)
+        model = ollama_model(body.model)
         tools = ollama_api.chat_tools(body)
-        prompt = ollama_prompt(ollama_api.chat_messages(body.messages), tools)
+        images = ollama_api.message_images(body.messages)
+        prompt, lm = ollama_prompt(ollama_api.chat_messages(body.messages), tools, model, images)
         settings = ollama_room(prompt, body)
         if tools is not None:  # Ollama has no tool_choice: text or one call, as the model chooses
             try:
@@ -573,28 +629,35 @@ def create_app(
             except ValueError as error:
                 raise ollama_api.OllamaError(400, f"invalid tools: {error}") from None
         return await ollama_generate(
-            request, "chat", body.model, prompt, settings, body.stream is not False, tools=tools is not None
+            request, "chat", body.model, prompt, settings, body.stream is not False, tools=tools is not None, lm=lm
         )
 
     @app.post("/api/generate")
     async def ollama_generate_route(request: Request) -> Any:
         ollama_checks(request)
         body = ollama_api.parse(ollama_api.GenerateRequest, await read_ollama_body(request))
-        ollama_model(body.model)
+        model = ollama_model(body.model)
         if not body.prompt:  # Ollama's way to load a model: nothing to generate
             return {"model": body.model, "created_at": ollama_api.timestamp(), "response": "", "done": True,
                     "done_reason": "load"}
+        lm = None
         if body.raw:
             if body.system is not None:
                 raise ollama_api.OllamaError(400, "'system' needs the chat template: leave out raw")
+            if body.images:
+                raise ollama_api.OllamaError(400, "images need the chat template: leave out raw")
             ids = engine.lm.encode(body.prompt)
             prompt = engine.prompt([{"role": "user", "content": ""}])
             prompt = type(prompt)(ids, prompt.end_of_turn, prompt.template)
         else:
             messages = [{"role": "system", "content": body.system}] if body.system is not None else []
-            prompt = ollama_prompt(messages + [{"role": "user", "content": body.prompt}])
+            messages.append({"role": "user", "content": body.prompt})
+            images = [(len(messages) - 1, position, image) for position, image in enumerate(body.images or [])]
+            prompt, lm = ollama_prompt(messages, None, model, images, where="images[{1}]")
         settings = ollama_room(prompt, body)
-        return await ollama_generate(request, "generate", body.model, prompt, settings, body.stream is not False)
+        return await ollama_generate(
+            request, "generate", body.model, prompt, settings, body.stream is not False, lm=lm
+        )
 
     async def read_ollama_body(request: Request) -> bytes:
         try:
@@ -605,10 +668,18 @@ def create_app(
     return app
 
 
-def _unknown_model(name: str) -> APIError:
+class _ImageProblem(ValueError):
+    """A request's image cannot be used: the field it is in, OpenAI's code, and why."""
+
+    def __init__(self, where: str, code: str | None, message: str) -> None:
+        super().__init__(message)
+        self.where, self.code = where, code
+
+
+def _unknown_model(name: str, served: tuple[str, ...] = (MODEL_ID,)) -> APIError:
     return APIError(
         404,
-        f"The model {name!r} does not exist on this server: it serves {MODEL_ID!r}.",
+        f"The model {name!r} does not exist on this server: it serves {' and '.join(map(repr, served))}.",
         param="model",
         code="model_not_found",
     )

@@ -212,10 +212,17 @@ class Engine:
         >>> engine.close()
     """
 
-    def __init__(self, model: Any, tokenizer: Any, *, template: str | None = None) -> None:
+    def __init__(self, model: Any, tokenizer: Any, *, template: str | None = None, vision: Any = None) -> None:
         self.lm = as_language_model(model, tokenizer)
         self.tokenizer = tokenizer
         self.template = template
+        if vision is not None and (vision.lm is not model or vision.tokenizer is not tokenizer):
+            # Two copies of the course model's weights would double the memory for nothing.
+            raise ValueError("vision must share the engine's model and tokenizer: "
+                             "load_digits_vlm(model=model, tokenizer=tokenizer)")
+        #: The vision-language model (a :class:`~llmsforme.multimodal.DigitsVLM` on the same
+        #: weights), or ``None`` when the server reads text only.
+        self.vision = vision
         #: Prompt and reply together must fit in this many tokens.
         self.context_window = int(getattr(self.lm, "context_window", 0) or 2048)
         self.history: deque[Record] = deque(maxlen=100)
@@ -232,6 +239,23 @@ class Engine:
         :func:`~llmsforme.chat.with_tools`.
         """
         return chat_prompt(self.tokenizer, messages, template=self.template, tools=tools)
+
+    def image_prompt(
+        self, messages: Sequence[Mapping[str, Any]], image_message: int, image: torch.Tensor
+    ) -> tuple[ChatPrompt, Any]:
+        """A conversation about ``image`` (in ``messages[image_message]``), and the model that sees it.
+
+        Pass both to :meth:`submit` (``prompt``, then ``lm=``). Raises
+        ``ValueError`` if the engine has no vision model or the messages are bad.
+        """
+        from ..chat import get_template
+
+        if self.vision is None:
+            raise ValueError("this engine has no vision model")
+        ids = self.vision.chat_ids(messages, image_message)
+        spec = get_template("chatml")  # the projector's training format
+        return ChatPrompt(ids, int(self.tokenizer.convert_tokens_to_ids(spec.end_of_turn)), spec), \
+            self.vision.language_model(image)
 
     #: How many compiled schemas :meth:`json_constraint` keeps.
     GRAMMAR_CACHE_SIZE = 64
@@ -290,15 +314,18 @@ class Engine:
         *,
         cancelled: threading.Event | None = None,
         request_id: str = "",
+        lm: Any = None,
     ) -> Future[int]:
         """Queue a request; ``emit`` receives its events from the worker thread.
 
         The future's result is the number of tokens generated for all
         ``settings.n`` replies. Setting ``cancelled`` stops the request at
         its next token (or before it starts, if it is still waiting).
+        ``lm`` replaces the engine's model for this request (an image's, from
+        :meth:`image_prompt`); it must share the engine's tokenizer.
         """
         cancelled = cancelled or threading.Event()
-        return self._worker.submit(self._run, prompt, settings, emit, cancelled, request_id)
+        return self._worker.submit(self._run, prompt, settings, emit, cancelled, request_id, lm or self.lm)
 
     def close(self) -> None:
         """Stop the worker thread once the queued requests are done."""
@@ -313,6 +340,7 @@ class Engine:
         emit: Callable[[Delta | Finish], None],
         cancelled: threading.Event,
         request_id: str,
+        lm: Any,
     ) -> int:
         total = 0
         for index in range(settings.n):
@@ -321,7 +349,7 @@ class Engine:
             # One seed per request: the first reply draws from it, the next
             # ones continue the same random stream.
             seed = settings.seed if index == 0 else None
-            total += self._reply(index, prompt, settings, seed, emit, cancelled)
+            total += self._reply(index, prompt, settings, seed, emit, cancelled, lm)
         self.history.append(Record(request_id, len(prompt.ids), total, cancelled.is_set()))
         return total
 
@@ -349,6 +377,7 @@ class Engine:
         seed: int | None,
         emit: Callable[[Delta | Finish], None],
         cancelled: threading.Event,
+        lm: Any,
     ) -> int:
         end_ids = prompt.stop_ids(self.lm)
         text = StopText(self.lm.decode, settings.stop)
@@ -391,10 +420,10 @@ class Engine:
             "on_step": on_step,
         }
         if settings.greedy:
-            decoding.greedy(self.lm, prompt.ids, **common)
+            decoding.greedy(lm, prompt.ids, **common)
         else:
             decoding.sample(
-                self.lm,
+                lm,
                 prompt.ids,
                 temperature=settings.temperature,
                 top_k=settings.top_k,

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..constrained import UnsupportedSchemaError, check_strict_schema
 from .engine import Settings
-from .openai_api import MODEL_ID
+from .openai_api import MODEL_ID, VISION_MODEL_ID
 
 __all__ = [
     "OLLAMA_DEFAULTS",
@@ -45,6 +45,8 @@ __all__ = [
     "ToolCallLines",
     "settings_for",
     "model_name_ok",
+    "model_id",
+    "message_images",
     "timestamp",
 ]
 
@@ -54,7 +56,7 @@ OLLAMA_DEFAULTS = {"temperature": 0.8, "top_k": 40, "top_p": 0.9}
 #: Request fields of Ollama's API that the course's server refuses, and why.
 UNSUPPORTED = {
     "tools": "tools are served by /api/chat",
-    "images": "the course model reads text only",
+    "images": "only the vision model reads images (and only a user message's)",
     "suffix": "fill-in-the-middle is not implemented",
     "template": "the server renders the model's own chat template",
     "context": "the deprecated 'context' of /api/generate is not kept: send a chat instead",
@@ -109,6 +111,7 @@ class GenerateRequest(_Request):
     prompt: str = ""
     system: str | None = None
     raw: bool | None = None
+    images: list[Any] | None = None  # base64 image files, for the vision model
 
 
 def parse(model: type[_Request], body: bytes) -> Any:
@@ -152,6 +155,36 @@ def model_name_ok(name: str) -> bool:
     return name in (MODEL_ID, MODEL_ID + ":latest")
 
 
+def model_id(name: str, vision: bool) -> str | None:
+    """The model an Ollama name means (``None``: none served); the vision model only if ``vision``.
+
+    Example:
+        >>> model_id("smollm2-135m-instruct-vision:latest", vision=True)
+        'smollm2-135m-instruct-vision'
+    """
+    served = (MODEL_ID, VISION_MODEL_ID) if vision else (MODEL_ID,)
+    bare = name.removesuffix(":latest")
+    return bare if bare in served else None
+
+
+def message_images(raw: list[Any]) -> list[tuple[int, int, Any]]:
+    """Where the images of Ollama's messages are: ``(message, position, base64)`` for each.
+
+    Example:
+        >>> message_images([{"role": "user", "content": "Which digit?", "images": ["iVBORw0K..."]}])
+        [(0, 0, 'iVBORw0K...')]
+    """
+    found = []
+    for index, message in enumerate(raw):
+        images = message.get("images") if isinstance(message, dict) else None
+        if _empty(images):
+            continue
+        if not isinstance(images, list):
+            raise OllamaError(400, f"messages[{index}].images must be a list of base64 strings")
+        found += [(index, position, image) for position, image in enumerate(images)]
+    return found
+
+
 def chat_messages(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Ollama's messages as the package's ``{"role", "content"}`` dicts, tool calls in OpenAI's shape.
 
@@ -174,6 +207,7 @@ def chat_messages(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
         role = message.get("role")
         allowed = {"role", "content"} | ({"tool_calls"} if role == "assistant" else set())
         allowed |= {"tool_name"} if role == "tool" else set()
+        allowed |= {"images"} if role == "user" else set()  # read by message_images
         extra = {key for key, value in message.items() if not _empty(value)} - allowed
         if extra:
             name = min(extra)

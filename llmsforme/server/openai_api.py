@@ -29,6 +29,7 @@ from .errors import APIError
 
 __all__ = [
     "MODEL_ID",
+    "VISION_MODEL_ID",
     "MAX_N",
     "UNSUPPORTED",
     "ChatCompletionRequest",
@@ -39,6 +40,7 @@ __all__ = [
     "tool_options",
     "tool_calls_json",
     "chat_messages",
+    "image_parts",
     "settings_for",
     "completion",
     "chunk",
@@ -47,6 +49,8 @@ __all__ = [
 
 #: The name clients use for the course model.
 MODEL_ID = "smollm2-135m-instruct"
+#: The name of the same model reading images (:mod:`llmsforme.multimodal.vision_language`).
+VISION_MODEL_ID = MODEL_ID + "-vision"
 #: Most replies per request (OpenAI allows 128; on a CPU each costs a full generation).
 MAX_N = 8
 
@@ -170,28 +174,65 @@ def parse_request(body: bytes) -> ChatCompletionRequest:
 
 
 def _text_content(index: int, content: Any) -> str:
-    """A message's content: a string, or OpenAI's list of text parts."""
+    """A message's content: a string, or OpenAI's list of parts (text, joined; images left to :func:`image_parts`)."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
         texts = []
         for position, part in enumerate(content):
+            where = f"messages[{index}].content[{position}]"
+            if isinstance(part, dict) and part.get("type") == "image_url":
+                _check_image_part(where, part)
+                continue
             if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
                 kind = part.get("type") if isinstance(part, dict) else type(part).__name__
                 raise APIError.bad_request(
-                    f"messages[{index}].content[{position}] is a {kind!r} part: the course model reads text only.",
-                    param=f"messages[{index}].content[{position}]",
+                    f"{where} is a {kind!r} part: the server reads text and image_url parts.", param=where
                 )
             if set(part) - {"type", "text"}:
                 raise APIError.bad_request(
-                    f"messages[{index}].content[{position}] has unknown keys: {sorted(set(part) - {'type', 'text'})}.",
-                    param=f"messages[{index}].content[{position}]",
+                    f"{where} has unknown keys: {sorted(set(part) - {'type', 'text'})}.", param=where
                 )
             texts.append(part["text"])
         return "\n".join(texts)
     raise APIError.bad_request(
-        f"messages[{index}].content must be a string or a list of text parts.", param=f"messages[{index}].content"
+        f"messages[{index}].content must be a string or a list of text and image_url parts.",
+        param=f"messages[{index}].content",
     )
+
+
+def _check_image_part(where: str, part: dict[str, Any]) -> None:
+    """OpenAI's ``{"type": "image_url", "image_url": {"url": ..., "detail": ...}}``, in shape only."""
+    image = part.get("image_url")
+    if set(part) - {"type", "image_url"} or not isinstance(image, dict) or set(image) - {"url", "detail"}:
+        raise APIError.bad_request(
+            f"{where} must be {{'type': 'image_url', 'image_url': {{'url': ..., 'detail': ...}}}}.", param=where
+        )
+    if not isinstance(image.get("url"), str):
+        raise APIError.bad_request(f"{where}.image_url.url must be a string.", param=where)
+    if image.get("detail", "auto") not in ("auto", "low", "high"):
+        raise APIError.bad_request(f"{where}.image_url.detail must be 'auto', 'low' or 'high'.", param=where)
+
+
+def image_parts(raw: list[dict[str, Any]]) -> list[tuple[int, int, str]]:
+    """Where the images of OpenAI's messages are: ``(message, part, url)`` for each ``image_url`` part.
+
+    ``detail`` changes nothing here: every image becomes the same 16 x 16 input.
+
+    Example:
+        >>> image_parts([{"role": "user", "content": [{"type": "text", "text": "Which digit?"},
+        ...     {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}])
+        [(0, 1, 'data:image/png;base64,AAAA')]
+    """
+    found = []
+    for index, message in enumerate(raw):
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            for position, part in enumerate(content):
+                if isinstance(part, dict) and part.get("type") == "image_url":
+                    _check_image_part(f"messages[{index}].content[{position}]", part)
+                    found.append((index, position, part["image_url"]["url"]))
+    return found
 
 
 def chat_messages(raw: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -200,7 +241,7 @@ def chat_messages(raw: list[dict[str, Any]]) -> list[dict[str, str]]:
     ``developer`` (OpenAI's newer name for instructions) becomes ``system``;
     text parts are joined with newlines; assistant ``tool_calls`` and
     ``tool`` messages (with their ``tool_call_id``) are kept for the chat
-    layer's tool format; images are refused. The package's :func:`~llmsforme.chat.validate_messages` checks
+    layer's tool format; image parts are left out (see :func:`image_parts`). The package's :func:`~llmsforme.chat.validate_messages` checks
     the rest (roles, order).
 
     Example:

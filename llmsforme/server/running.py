@@ -98,7 +98,30 @@ class BackgroundServer:
         return f"<BackgroundServer {'running' if self.running else 'stopped'}>"
 
 
-def _app(model: Any, tokenizer: Any, api_key: str | None, max_tokens_limit: int, rate_limit: Any) -> tuple[Any, Engine]:
+def _vision(model: Any, tokenizer: Any) -> Any:
+    """The vision model on the same weights; ValueError if ``model`` cannot carry it."""
+    from transformers import PreTrainedModel
+
+    if not isinstance(model, PreTrainedModel):
+        raise ValueError(
+            f"vision needs the course model in transformers (it reads images through inputs_embeds), "
+            f"got {type(model).__name__}: serve it with vision=False"
+        )
+    width = model.get_input_embeddings().embedding_dim
+    from ..multimodal.vision_language import load_digits_vlm
+
+    vlm = load_digits_vlm(model=model, tokenizer=tokenizer)
+    if width != vlm.projector.width:
+        raise ValueError(f"vision needs the course model (embeddings of {vlm.projector.width}), got a model "
+                         f"with embeddings of {width}: serve it with vision=False")
+    return vlm
+
+
+def _app(
+    model: Any, tokenizer: Any, api_key: str | None, max_tokens_limit: int, rate_limit: Any, vision: bool = False
+) -> tuple[Any, Engine]:
+    if not isinstance(vision, bool):
+        raise TypeError(f"vision must be True or False, got {vision!r}")
     if model is None or tokenizer is None:
         if model is not None or tokenizer is not None:
             raise ValueError("pass both model and tokenizer, or neither (for the course model)")
@@ -107,7 +130,7 @@ def _app(model: Any, tokenizer: Any, api_key: str | None, max_tokens_limit: int,
         model, tokenizer = load_model(progress=False)
     if isinstance(rate_limit, int) and not isinstance(rate_limit, bool):
         rate_limit = RateLimit(rate_limit)
-    engine = Engine(model, tokenizer)
+    engine = Engine(model, tokenizer, vision=_vision(model, tokenizer) if vision else None)
     model_format = "gguf" if type(model).__module__.startswith("llama_cpp") else "pytorch"
     app = create_app(
         engine, api_key=api_key, max_tokens_limit=max_tokens_limit, rate_limit=rate_limit, model_format=model_format
@@ -124,6 +147,7 @@ def start_server(
     api_key: str | None = None,
     max_tokens_limit: int = DEFAULT_MAX_TOKENS,
     rate_limit: RateLimit | int | None = None,
+    vision: bool = False,
 ) -> BackgroundServer:
     """Start the OpenAI-compatible server in the background; return it once it answers.
 
@@ -133,6 +157,9 @@ def start_server(
         port: 0 picks a free port (read it from ``base_url``).
         api_key, max_tokens_limit, rate_limit: see :func:`~llmsforme.server.create_app`;
             an int ``rate_limit`` means that many requests per minute.
+        vision: also serve the course model reading images, as
+            ``smollm2-135m-instruct-vision`` (:func:`~llmsforme.multimodal.load_digits_vlm`,
+            on the same weights); it needs the model in transformers.
 
     Example:
         >>> from openai import OpenAI
@@ -141,7 +168,7 @@ def start_server(
         ...     [model.id for model in client.models.list()]
         ['smollm2-135m-instruct']
     """
-    app, engine = _app(model, tokenizer, api_key, max_tokens_limit, rate_limit)
+    app, engine = _app(model, tokenizer, api_key, max_tokens_limit, rate_limit, vision)
     return BackgroundServer(app, engine, _bind(host, port))
 
 
@@ -155,8 +182,9 @@ def serve(
     max_tokens_limit: int = DEFAULT_MAX_TOKENS,
     rate_limit: RateLimit | int | None = None,
     log_level: str = "info",
+    vision: bool = False,
 ) -> None:
-    """Serve in the foreground until Ctrl+C (the ``llmsforme serve`` command)."""
+    """Serve in the foreground until Ctrl+C (the ``llmsforme serve`` command, which turns ``vision`` on)."""
     sock = _bind(host, port)
     if host not in LOOPBACK and api_key is None:
         print(
@@ -170,8 +198,9 @@ def serve(
     logger = logging.getLogger("llmsforme.server")
     logger.addHandler(handler)
     logger.setLevel(log_level.upper())
-    app, engine = _app(model, tokenizer, api_key, max_tokens_limit, rate_limit)
-    print(f"Serving the course model as 'smollm2-135m-instruct' at {_base_url(sock)}", flush=True)
+    app, engine = _app(model, tokenizer, api_key, max_tokens_limit, rate_limit, vision)
+    names = "'smollm2-135m-instruct'" + (" and 'smollm2-135m-instruct-vision'" if vision else "")
+    print(f"Serving the course model as {names} at {_base_url(sock)}", flush=True)
     print("OpenAI-compatible: OpenAI(base_url=<that URL>, api_key=...). Ctrl+C stops.", flush=True)
     try:
         uvicorn.Server(uvicorn.Config(app, log_level=log_level)).run(sockets=[sock])
