@@ -23,6 +23,7 @@ LAYERS = {
     "processors": 3,
     "constrained": 3,  # a processor: imports the grammar library and torch, nothing of the package
     "decoding": 4,
+    "batching": 4,  # continuous batching: the strategies' choices for many sequences in one forward pass
     "examples": 4,
     "chat": 5,
     # side modules: on the lower layers only
