@@ -185,7 +185,7 @@ def test_notebook_reexecutes_to_stored_outputs(path: Path, nb_regression):
     nb_regression.exec_cwd = str(path.parent)
     # HOME and LLMSFORME_CACHE: the kernels read the model cache the tests use.
     passed = ("PATH", "HOME", "LLMSFORME_CACHE", "HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM",
-              "PYDEVD_DISABLE_FILE_VALIDATION", "PYTHONHASHSEED")
+              "PYDEVD_DISABLE_FILE_VALIDATION", "PYTHONHASHSEED", "ATEN_CPU_CAPABILITY")
     nb_regression.exec_env = {key: value for key, value in kernel_environment().items() if key in passed}
     nb_regression.check(str(path))
 
