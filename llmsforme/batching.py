@@ -75,6 +75,14 @@ class BatchRequest:
     on_step: Callable[[int, torch.Tensor], bool | None] | None = None
     #: Set (from any thread) to end the request at its next step.
     cancelled: bool = False
+    #: The model that reads the prompt, if not the batcher's: one that shares its
+    #: weights but starts differently (an image-prefixed prompt's
+    #: :class:`~llmsforme.multimodal.vision_language.ImagePromptedLM`).
+    lm: Any = None
+    #: The random stream to draw from (shared by requests that continue one
+    #: stream, or ``torch.default_generator`` for the global one); ``None``: a
+    #: new generator, seeded with ``seed`` if given.
+    generator: torch.Generator | None = None
 
     # Filled in as the request runs.
     generated: list[int] = field(default_factory=list)
@@ -164,6 +172,10 @@ class ContinuousBatcher:
             raise ValueError(f"max_new_tokens must be an int >= 1, got {request.max_new_tokens!r}")
         if not (isinstance(request.temperature, (int, float)) and 0 <= request.temperature < math.inf):
             raise ValueError(f"temperature must be a number >= 0 (0: greedy), got {request.temperature!r}")
+        if request.lm is not None and getattr(request.lm, "model", None) is not self.lm.model:
+            raise ValueError("request.lm must share the batcher's model (the decoding steps run on it)")
+        if request.generator is not None and not isinstance(request.generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(request.generator).__name__}")
         if self.max_cache_tokens is not None and self._budget(request) > self.max_cache_tokens:
             raise ValueError(
                 f"the request needs {self._budget(request)} cache positions (prompt + max_new_tokens); "
@@ -204,9 +216,9 @@ class ContinuousBatcher:
             if self.max_cache_tokens is not None and used + self._budget(request) > self.max_cache_tokens:
                 break  # it waits until enough of the cache is free
             self._waiting.popleft()
-            logits, cache = self.lm.start(torch.tensor([list(request.prompt_ids)]))
-            generator = None
-            if request.temperature > 0:  # its own random stream: the same draws in any batch
+            logits, cache = (request.lm or self.lm).start(torch.tensor([list(request.prompt_ids)]))
+            generator = request.generator
+            if generator is None and request.temperature > 0:  # its own stream: the same draws in any batch
                 generator = torch.Generator()
                 if request.seed is not None:
                     generator.manual_seed(request.seed)

@@ -185,6 +185,7 @@ def _serve(args: argparse.Namespace) -> int:
             rate_limit=args.rate_limit,
             # Images need the course model in transformers (inputs_embeds).
             vision=args.vision and args.backend == "transformers" and args.model is None,
+            max_batch=None if args.one_at_a_time else args.max_batch,
         )
     except KeyboardInterrupt:
         pass
@@ -341,6 +342,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-vision", dest="vision", action="store_false",
         help="serve text only (by default the course model in transformers also reads images, "
         "as smollm2-135m-instruct-vision)",
+    )
+    server.add_argument(
+        "--max-batch", type=_positive_int, default=8, metavar="N",
+        help="most requests that share one forward pass (continuous batching; default 8)",
+    )
+    server.add_argument(
+        "--one-at-a-time", action="store_true",
+        help="run requests one after another instead of batching them (for comparison; llama.cpp always does)",
     )
     _add_model_option(server)
     server.set_defaults(run=_serve)

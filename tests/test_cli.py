@@ -73,3 +73,28 @@ def test_serve_turns_vision_on_for_the_course_model_in_transformers(monkeypatch,
     monkeypatch.setattr(llmsforme.model_source, "load_model", lambda *args, **options: (None, None))
     assert cli.main(argv) == 0
     assert seen["vision"] is vision
+
+
+@pytest.mark.parametrize(
+    ("argv", "max_batch"),
+    [
+        (["serve"], 8),
+        (["serve", "--max-batch", "3"], 3),
+        (["serve", "--one-at-a-time"], None),
+    ],
+)
+def test_serve_batches_by_default(monkeypatch, argv, max_batch):
+    import llmsforme.server
+    from llmsforme.server.engine import DEFAULT_MAX_BATCH
+
+    seen = {}
+    monkeypatch.setattr(llmsforme.server, "serve", lambda *args, **options: seen.update(options))
+    assert cli.main(argv) == 0
+    assert seen["max_batch"] == max_batch
+    assert DEFAULT_MAX_BATCH == 8  # the CLI's default names the same number
+
+
+def test_serve_rejects_a_batch_of_zero(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--max-batch", "0"])
+    assert "--max-batch" in capsys.readouterr().err

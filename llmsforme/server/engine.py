@@ -1,14 +1,21 @@
-"""The generation engine behind the server: one model, one request at a time.
+"""The generation engine behind the server: one model, many requests at once.
 
-A web server answers many clients at once, but the course model runs on a
-CPU, where two generations side by side would only slow each other down.
-The engine therefore keeps **one queue**: requests wait their turn and each
-runs alone, so a seeded request gives the same text whoever else is
-connected. (Servers built for many users batch requests instead: Part 4.)
+A web server answers many clients at once. On a CPU, one decoding step of the
+course model is limited by reading its weights from memory, so advancing 8
+replies in one forward pass costs far less than 8 passes. By default the
+engine therefore **batches**: a :class:`~llmsforme.batching.ContinuousBatcher`
+runs in a thread of its own, requests join the batch when they arrive and
+leave it when they finish, and each keeps its own settings and random
+stream, so a seeded request gives the same text whoever else is connected.
+``batching=False`` (``llmsforme serve --one-at-a-time``) keeps **one queue**
+instead, each request running alone, as the first version of the course's
+server did; a llama.cpp model always runs that way (llama-cpp-python's
+``Llama`` keeps one sequence's cache and sampler).
 
-Each reply is made by the package's own strategies,
-:func:`~llmsforme.decoding.greedy` and :func:`~llmsforme.decoding.sample`,
-on the prompt of :func:`~llmsforme.chat.chat_prompt`; the engine adds what
+One at a time, each reply is made by the package's own strategies,
+:func:`~llmsforme.decoding.greedy` and :func:`~llmsforme.decoding.sample`;
+batched, by the batcher's loop, which the tests check against them. Either
+way the prompt is :func:`~llmsforme.chat.chat_prompt`'s, and the engine adds what
 an API needs around them: stop strings, log-probabilities, repetition
 penalties, token counts and cancellation. Nothing here knows about HTTP.
 
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import json
+import queue
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
@@ -30,12 +38,16 @@ from typing import Any
 import torch
 
 from .. import decoding
+from ..batching import BatchRequest, ContinuousBatcher
 from ..chat import ChatPrompt, chat_prompt, tool_call_grammar
 from ..constrained import GrammarProcessor, json_schema
-from ..lm import as_language_model
+from ..lm import HFLanguageModel, as_language_model
 from ..processors import penalize
 
-__all__ = ["Settings", "TokenLogprob", "Delta", "Finish", "StopText", "Engine", "token_bytes"]
+#: Requests that share one forward pass by default (``llmsforme serve --max-batch``).
+DEFAULT_MAX_BATCH = 8
+
+__all__ = ["DEFAULT_MAX_BATCH", "Settings", "TokenLogprob", "Delta", "Finish", "StopText", "Engine", "token_bytes"]
 
 
 @dataclass(frozen=True)
@@ -198,7 +210,12 @@ class StopText:
 
 
 class Engine:
-    """Generate chat replies on one model, one request at a time, in a worker thread.
+    """Generate chat replies on one model: batched in a thread of its own, or one request at a time.
+
+    ``max_batch`` requests share each forward pass; ``max_cache_tokens``
+    bounds the positions their KV caches may hold together (each request
+    counts its prompt plus its ``max_tokens``; default: 4 context windows),
+    and a request that does not fit waits for others to finish.
 
     Example:
         >>> from llmsforme import load_model
@@ -212,7 +229,17 @@ class Engine:
         >>> engine.close()
     """
 
-    def __init__(self, model: Any, tokenizer: Any, *, template: str | None = None, vision: Any = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        template: str | None = None,
+        vision: Any = None,
+        batching: bool = True,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        max_cache_tokens: int | None = None,
+    ) -> None:
         self.lm = as_language_model(model, tokenizer)
         self.tokenizer = tokenizer
         self.template = template
@@ -220,6 +247,8 @@ class Engine:
             # Two copies of the course model's weights would double the memory for nothing.
             raise ValueError("vision must share the engine's model and tokenizer: "
                              "load_digits_vlm(model=model, tokenizer=tokenizer)")
+        if not isinstance(batching, bool):
+            raise TypeError(f"batching must be True or False, got {batching!r}")
         #: The vision-language model (a :class:`~llmsforme.multimodal.DigitsVLM` on the same
         #: weights), or ``None`` when the server reads text only.
         self.vision = vision
@@ -228,7 +257,26 @@ class Engine:
         self.history: deque[Record] = deque(maxlen=100)
         self._grammars: OrderedDict[str, GrammarProcessor] = OrderedDict()
         self._grammars_lock = threading.Lock()
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmsforme-generate")
+        #: Whether requests share forward passes (:class:`~llmsforme.batching.ContinuousBatcher`).
+        #: Only a transformers model can; other models run one request at a time.
+        self.batching = batching and isinstance(self.lm, HFLanguageModel)
+        if self.batching:
+            if max_cache_tokens is None:
+                max_cache_tokens = 4 * self.context_window
+            if isinstance(max_cache_tokens, int) and not isinstance(max_cache_tokens, bool) and (
+                max_cache_tokens < self.context_window
+            ):
+                raise ValueError(f"max_cache_tokens must be at least the context window ({self.context_window}), "
+                                 f"got {max_cache_tokens!r}: a request of the full window could never run")
+            self.batcher: ContinuousBatcher | None = ContinuousBatcher(
+                self.lm, max_batch=max_batch, max_cache_tokens=max_cache_tokens)
+            self._inbox: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+            self._closed = False
+            self._loop_thread = threading.Thread(target=self._loop, name="llmsforme-batch", daemon=True)
+            self._loop_thread.start()
+        else:
+            self.batcher = None
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmsforme-generate")
 
     def prompt(
         self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] | None = None
@@ -325,11 +373,24 @@ class Engine:
         :meth:`image_prompt`); it must share the engine's tokenizer.
         """
         cancelled = cancelled or threading.Event()
-        return self._worker.submit(self._run, prompt, settings, emit, cancelled, request_id, lm or self.lm)
+        lm = lm or self.lm
+        if self.batcher is None:
+            return self._worker.submit(self._run, prompt, settings, emit, cancelled, request_id, lm)
+        if self._closed:
+            raise RuntimeError("cannot submit to an engine that is closed")
+        job = _Job(prompt, settings, emit, cancelled, request_id, lm, Future())
+        self._inbox.put(job)
+        return job.future
 
     def close(self) -> None:
-        """Stop the worker thread once the queued requests are done."""
-        self._worker.shutdown(wait=True, cancel_futures=True)
+        """Stop the worker thread once the running requests are done (waiting ones are cancelled)."""
+        if self.batcher is None:
+            self._worker.shutdown(wait=True, cancel_futures=True)
+            return
+        if not self._closed:
+            self._closed = True
+            self._inbox.put(None)
+        self._loop_thread.join()
 
     # --- in the worker thread -----------------------------------------------------
 
@@ -352,6 +413,94 @@ class Engine:
             total += self._reply(index, prompt, settings, seed, emit, cancelled, lm)
         self.history.append(Record(request_id, len(prompt.ids), total, cancelled.is_set()))
         return total
+
+    # --- the batched loop (its own thread) ---------------------------------------------
+
+    def _loop(self) -> None:
+        """Feed new requests to the batcher and step it; sleep when there is nothing to do."""
+        assert self.batcher is not None
+        jobs: list[_Job] = []
+        closing = False
+        while True:
+            while True:  # take what has arrived; wait only when nothing runs
+                try:
+                    job = self._inbox.get(block=not jobs and not closing)
+                except queue.Empty:
+                    break
+                if job is None:
+                    closing = True
+                    continue
+                if closing or not job.future.set_running_or_notify_cancel():
+                    job.future.cancel()  # arrived after close(), or cancelled by its caller
+                    continue
+                if self._start_reply(job):
+                    jobs.append(job)
+            if closing:
+                for job in jobs:
+                    if job.request is not None and job.request.first_token_at is None:
+                        job.cancelled.set()  # not started: cancelled, as the one-at-a-time engine does
+            if not jobs:
+                if closing:
+                    return
+                continue
+            for job in jobs:
+                if job.cancelled.is_set() and job.request is not None and job.request.first_token_at is None:
+                    job.request.cancelled = True  # still waiting for its turn
+            try:
+                self.batcher.step()
+            except Exception as error:  # the forward pass failed: every running request fails with it
+                for job in jobs:
+                    job.error = job.error or error
+                    self._end_job(job)
+                jobs.clear()
+                self.batcher = ContinuousBatcher(self.lm, max_batch=self.batcher.max_batch,
+                                                 max_cache_tokens=self.batcher.max_cache_tokens)
+                continue
+            for job in [job for job in jobs if job.request is not None and job.request.done]:
+                jobs.remove(job)
+                if self._end_reply(job) and self._start_reply(job):
+                    jobs.append(job)
+
+    def _start_reply(self, job: _Job) -> bool:
+        """Put the job's next reply in the batcher; ``False`` if the job is over."""
+        assert self.batcher is not None
+        if job.index >= job.settings.n or job.cancelled.is_set() or job.error is not None:
+            self._end_job(job)
+            return False
+        settings = job.settings
+        if job.generator is None:  # one stream per request: the n replies continue it
+            job.generator = torch.default_generator if settings.seed is None else \
+                torch.Generator().manual_seed(settings.seed)
+        job.reply = _Reply(self, job.index, job.prompt, settings, job.emit, job.cancelled)
+        try:
+            job.request = self.batcher.submit(BatchRequest(
+                job.prompt.ids, settings.max_tokens, eos_token_ids=tuple(job.reply.end_ids),
+                temperature=0.0 if settings.greedy else settings.temperature, top_k=settings.top_k,
+                top_p=settings.top_p, logits_processors=[job.guard(p) for p in job.reply.processors],
+                on_step=job.guard_step(job.reply.on_step), lm=None if job.lm is self.lm else job.lm,
+                generator=job.generator,
+            ))
+        except (TypeError, ValueError) as error:
+            job.error = error
+            self._end_job(job)
+            return False
+        return True
+
+    def _end_reply(self, job: _Job) -> bool:
+        """Close the reply that just left the batch; ``True`` if the job has more to do."""
+        assert job.request is not None and job.reply is not None
+        if job.request.finish_reason != "cancelled" or job.request.generated:
+            job.total += job.reply.finish() if job.error is None else 0
+        job.index += 1
+        job.request = None
+        return True
+
+    def _end_job(self, job: _Job) -> None:
+        self.history.append(Record(job.request_id, len(job.prompt.ids), job.total, job.cancelled.is_set()))
+        if job.error is not None:
+            job.future.set_exception(job.error)
+        else:
+            job.future.set_result(job.total)
 
     def _logprob(self, token_id: int, logits: torch.Tensor, top: int) -> TokenLogprob:
         log_probs = torch.log_softmax(logits.float(), dim=-1)
@@ -379,45 +528,12 @@ class Engine:
         cancelled: threading.Event,
         lm: Any,
     ) -> int:
-        end_ids = prompt.stop_ids(self.lm)
-        text = StopText(self.lm.decode, settings.stop)
-        pending: list[TokenLogprob] = []  # log-probabilities waiting for their text
-        generated = 0
-        finish_reason = "length"
-
-        def on_step(token_id: int, logits: torch.Tensor) -> bool:
-            nonlocal generated, finish_reason
-            generated += 1
-            if token_id in end_ids:
-                finish_reason = "stop"
-                return True
-            if settings.logprobs:
-                pending.append(self._logprob(token_id, logits, settings.top_logprobs))
-            piece = text.add(token_id)
-            if piece:
-                emit(Delta(index, piece, pending[:]))
-                pending.clear()
-            if text.stopped:
-                finish_reason = "stop"
-                return True
-            return cancelled.is_set()
-
-        processors = []
-        if settings.presence_penalty or settings.frequency_penalty:
-            processors.append(
-                functools.partial(
-                    penalize,
-                    presence_penalty=settings.presence_penalty,
-                    frequency_penalty=settings.frequency_penalty,
-                )
-            )
-        if settings.constraint is not None:  # last: it masks what the penalties left
-            processors.append(settings.constraint)
+        reply = _Reply(self, index, prompt, settings, emit, cancelled)
         common = {
             "max_new_tokens": settings.max_tokens,
-            "eos_token_id": end_ids,
-            "logits_processors": processors,
-            "on_step": on_step,
+            "eos_token_id": reply.end_ids,
+            "logits_processors": reply.processors,
+            "on_step": reply.on_step,
         }
         if settings.greedy:
             decoding.greedy(lm, prompt.ids, **common)
@@ -431,9 +547,104 @@ class Engine:
                 seed=seed,
                 **common,
             )
-        rest = text.finish()
+        return reply.finish()
+
+
+class _Reply:
+    """One reply in the making: the text so far, its stop strings, log-probabilities and events."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        index: int,
+        prompt: ChatPrompt,
+        settings: Settings,
+        emit: Callable[[Delta | Finish], None],
+        cancelled: threading.Event,
+    ) -> None:
+        self.engine, self.index, self.settings, self.emit, self.cancelled = engine, index, settings, emit, cancelled
+        self.end_ids = prompt.stop_ids(engine.lm)
+        self.text = StopText(engine.lm.decode, settings.stop)
+        self.pending: list[TokenLogprob] = []  # log-probabilities waiting for their text
+        self.generated = 0
+        self.finish_reason = "length"
+        self.processors: list[Callable[[Any, torch.Tensor], torch.Tensor]] = []
+        if settings.presence_penalty or settings.frequency_penalty:
+            self.processors.append(
+                functools.partial(
+                    penalize,
+                    presence_penalty=settings.presence_penalty,
+                    frequency_penalty=settings.frequency_penalty,
+                )
+            )
+        if settings.constraint is not None:  # last: it masks what the penalties left
+            self.processors.append(settings.constraint)
+
+    def on_step(self, token_id: int, logits: torch.Tensor) -> bool:
+        """Turn one token into events; ``True`` when the reply is over."""
+        self.generated += 1
+        if token_id in self.end_ids:
+            self.finish_reason = "stop"
+            return True
+        if self.settings.logprobs:
+            self.pending.append(self.engine._logprob(token_id, logits, self.settings.top_logprobs))
+        piece = self.text.add(token_id)
+        if piece:
+            self.emit(Delta(self.index, piece, self.pending[:]))
+            self.pending.clear()
+        if self.text.stopped:
+            self.finish_reason = "stop"
+            return True
+        return self.cancelled.is_set()
+
+    def finish(self) -> int:
+        """Send the text held back for stop strings, then the reply's ``Finish``."""
+        rest = self.text.finish()
         if rest:
-            emit(Delta(index, rest, pending[:]))
-            pending.clear()
-        emit(Finish(index, finish_reason, generated, pending))
-        return generated
+            self.emit(Delta(self.index, rest, self.pending[:]))
+            self.pending.clear()
+        self.emit(Finish(self.index, self.finish_reason, self.generated, self.pending))
+        return self.generated
+
+
+@dataclass(eq=False)
+class _Job:
+    """One API request in the batched engine: its ``n`` replies run one after another."""
+
+    prompt: ChatPrompt
+    settings: Settings
+    emit: Callable[[Delta | Finish], None]
+    cancelled: threading.Event
+    request_id: str
+    lm: Any
+    future: Future[int]
+    index: int = 0  # the reply being made
+    total: int = 0  # tokens over all replies so far
+    generator: torch.Generator | None = None
+    reply: _Reply | None = None
+    request: BatchRequest | None = None
+    error: BaseException | None = None
+
+    def guard(self, process: Callable[[Any, torch.Tensor], torch.Tensor]) -> Callable[[Any, torch.Tensor], torch.Tensor]:
+        """A processor that fails this request alone, not the whole batch."""
+
+        def guarded(generated: Any, scores: torch.Tensor) -> torch.Tensor:
+            try:
+                return process(generated, scores)
+            except Exception as error:
+                self.error = self.error or error
+                return scores
+
+        return guarded
+
+    def guard_step(self, on_step: Callable[[int, torch.Tensor], bool]) -> Callable[[int, torch.Tensor], bool]:
+        def guarded(token_id: int, logits: torch.Tensor) -> bool:
+            if self.error is not None:
+                return True
+            try:
+                return on_step(token_id, logits)
+            except Exception as error:
+                self.error = error
+                return True
+
+        return guarded

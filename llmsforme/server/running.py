@@ -20,7 +20,7 @@ from typing import Any
 import uvicorn
 
 from .app import DEFAULT_MAX_TOKENS, RateLimit, create_app
-from .engine import Engine
+from .engine import DEFAULT_MAX_BATCH, Engine
 
 __all__ = ["BackgroundServer", "start_server", "start_app", "serve", "serve_app", "LOOPBACK"]
 
@@ -118,7 +118,8 @@ def _vision(model: Any, tokenizer: Any) -> Any:
 
 
 def _app(
-    model: Any, tokenizer: Any, api_key: str | None, max_tokens_limit: int, rate_limit: Any, vision: bool = False
+    model: Any, tokenizer: Any, api_key: str | None, max_tokens_limit: int, rate_limit: Any, vision: bool = False,
+    max_batch: int | None = DEFAULT_MAX_BATCH,
 ) -> tuple[Any, Engine]:
     if not isinstance(vision, bool):
         raise TypeError(f"vision must be True or False, got {vision!r}")
@@ -130,7 +131,10 @@ def _app(
         model, tokenizer = load_model(progress=False)
     if isinstance(rate_limit, int) and not isinstance(rate_limit, bool):
         rate_limit = RateLimit(rate_limit)
-    engine = Engine(model, tokenizer, vision=_vision(model, tokenizer) if vision else None)
+    if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
+        raise ValueError(f"max_batch must be an int >= 1, or None for one request at a time; got {max_batch!r}")
+    engine = Engine(model, tokenizer, vision=_vision(model, tokenizer) if vision else None,
+                    batching=max_batch is not None, max_batch=max_batch or 1)
     model_format = "gguf" if type(model).__module__.startswith("llama_cpp") else "pytorch"
     app = create_app(
         engine, api_key=api_key, max_tokens_limit=max_tokens_limit, rate_limit=rate_limit, model_format=model_format
@@ -148,6 +152,7 @@ def start_server(
     max_tokens_limit: int = DEFAULT_MAX_TOKENS,
     rate_limit: RateLimit | int | None = None,
     vision: bool = False,
+    max_batch: int | None = DEFAULT_MAX_BATCH,
 ) -> BackgroundServer:
     """Start the OpenAI-compatible server in the background; return it once it answers.
 
@@ -160,6 +165,9 @@ def start_server(
         vision: also serve the course model reading images, as
             ``smollm2-135m-instruct-vision`` (:func:`~llmsforme.multimodal.load_digits_vlm`,
             on the same weights); it needs the model in transformers.
+        max_batch: most requests that share one forward pass (continuous
+            batching, :class:`~llmsforme.batching.ContinuousBatcher`); ``None``
+            runs one request at a time. A llama.cpp model always runs one at a time.
 
     Example:
         >>> from openai import OpenAI
@@ -168,7 +176,7 @@ def start_server(
         ...     [model.id for model in client.models.list()]
         ['smollm2-135m-instruct']
     """
-    app, engine = _app(model, tokenizer, api_key, max_tokens_limit, rate_limit, vision)
+    app, engine = _app(model, tokenizer, api_key, max_tokens_limit, rate_limit, vision, max_batch)
     return BackgroundServer(app, engine, _bind(host, port))
 
 
@@ -183,6 +191,7 @@ def serve(
     rate_limit: RateLimit | int | None = None,
     log_level: str = "info",
     vision: bool = False,
+    max_batch: int | None = DEFAULT_MAX_BATCH,
 ) -> None:
     """Serve in the foreground until Ctrl+C (the ``llmsforme serve`` command, which turns ``vision`` on)."""
     sock = _bind(host, port)
@@ -198,7 +207,7 @@ def serve(
     logger = logging.getLogger("llmsforme.server")
     logger.addHandler(handler)
     logger.setLevel(log_level.upper())
-    app, engine = _app(model, tokenizer, api_key, max_tokens_limit, rate_limit, vision)
+    app, engine = _app(model, tokenizer, api_key, max_tokens_limit, rate_limit, vision, max_batch)
     names = "'smollm2-135m-instruct'" + (" and 'smollm2-135m-instruct-vision'" if vision else "")
     print(f"Serving the course model as {names} at {_base_url(sock)}", flush=True)
     print("OpenAI-compatible: OpenAI(base_url=<that URL>, api_key=...). Ctrl+C stops.", flush=True)
