@@ -112,14 +112,12 @@ class StepRecord:
 class _Sequence:
     request: BatchRequest
     number: int
-    keys: list[torch.Tensor]  # per layer, (1, kv_heads, length, head_dim)
-    values: list[torch.Tensor]
+    length: int  # positions in its KV cache: the prompt, then one per token fed back
     logits: torch.Tensor  # the model's logits for the next token, float32 (vocab,)
     generator: torch.Generator | None
-
-    @property
-    def length(self) -> int:
-        return int(self.keys[0].shape[2])
+    #: Its own cache from the prefill, per layer (1, kv_heads, length, head_dim),
+    #: until it is packed into the batch's cache.
+    prefill: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
 
 
 class ContinuousBatcher:
@@ -153,6 +151,10 @@ class ContinuousBatcher:
         self._running: list[_Sequence] = []
         self._count = 0
         self._numbers: dict[int, int] = {}  # id(request) -> its number, for the trace
+        # The running batch's packed KV cache, its width in positions, and each sequence's row.
+        self._cache: Any = None
+        self._width = 0
+        self._rows: dict[int, int] = {}
         #: One :class:`StepRecord` per step, for timelines.
         self.trace: list[StepRecord] = []
 
@@ -225,9 +227,8 @@ class ContinuousBatcher:
                 else:
                     generator.seed()
             self._running.append(_Sequence(
-                request, self._numbers[id(request)],
-                [layer.keys for layer in cache.layers], [layer.values for layer in cache.layers],
-                logits[0], generator,
+                request, self._numbers[id(request)], len(request.prompt_ids), logits[0], generator,
+                ([layer.keys for layer in cache.layers], [layer.values for layer in cache.layers]),
             ))
             used += self._budget(request)
             joined.append(self._numbers[id(request)])
@@ -271,31 +272,56 @@ class ContinuousBatcher:
         self._running = [s for s in self._running if not s.request.done]
         if self._running:
             self._forward(self._running)
+        else:
+            self._cache, self._rows = None, {}  # nothing runs: free the cache
         self.trace.append(StepRecord(len(self.trace), started, time.perf_counter() - started,
                                      tuple(s.number for s in self._running), tuple(joined), tuple(left)))
 
-    def _forward(self, batch: list[_Sequence]) -> None:
-        """Each sequence's last token through the model at once; store the new logits and caches."""
+    def _pack(self, batch: list[_Sequence]) -> None:
+        """Build the batch's KV cache anew: each row left-padded to the longest sequence.
+
+        Only when the batch changes (a request joined or left); between changes
+        the model appends to the packed cache itself, so a step copies nothing.
+        """
         longest = max(s.length for s in batch)
-        pads = [longest - s.length for s in batch]
         cache = self._cache_class(config=self.lm.model.config)
+        old = self._cache
+        for layer in range(self.lm.model.config.num_hidden_layers):
+            keys, values = [], []
+            for s in batch:
+                if s.prefill is not None:
+                    k, v = s.prefill[0][layer], s.prefill[1][layer]
+                else:  # its real positions are the last s.length of the old cache's row
+                    row = self._rows[id(s)]
+                    k = old.layers[layer].keys[row : row + 1, :, self._width - s.length :]
+                    v = old.layers[layer].values[row : row + 1, :, self._width - s.length :]
+                keys.append(F.pad(k, (0, 0, longest - s.length, 0)))
+                values.append(F.pad(v, (0, 0, longest - s.length, 0)))
+            cache.update(torch.cat(keys), torch.cat(values), layer)
+        for s in batch:
+            s.prefill = None
+        self._cache, self._width = cache, longest
+        self._rows = {id(s): row for row, s in enumerate(batch)}
+
+    def _forward(self, batch: list[_Sequence]) -> None:
+        """Each sequence's last token through the model at once; store the new logits."""
+        if self._cache is None or len(self._rows) != len(batch) or any(
+            s.prefill is not None or self._rows.get(id(s)) != row for row, s in enumerate(batch)
+        ):
+            self._pack(batch)
         device = self.lm._device
-        for layer in range(len(batch[0].keys)):
-            # Left padding: every sequence's last position lines up with the others'.
-            keys = torch.cat([F.pad(s.keys[layer], (0, 0, pad, 0)) for s, pad in zip(batch, pads)])
-            values = torch.cat([F.pad(s.values[layer], (0, 0, pad, 0)) for s, pad in zip(batch, pads)])
-            cache.update(keys, values, layer)
-        mask = torch.ones(len(batch), longest + 1, dtype=torch.long)
-        for row, pad in enumerate(pads):
-            mask[row, :pad] = 0  # the padding is never attended to
+        pads = torch.tensor([[self._width - s.length] for s in batch])
+        # Left padding lines every sequence's last position up with the others';
+        # the mask hides the padding, and each sequence keeps its own positions.
+        mask = (torch.arange(self._width + 1)[None, :] >= pads).long()
         tokens = torch.tensor([[s.request.generated[-1]] for s in batch])
-        positions = torch.tensor([[s.length] for s in batch])  # each sequence's own next position
+        positions = torch.tensor([[s.length] for s in batch])
         with torch.no_grad():
             output = self.lm.model(input_ids=tokens.to(device), attention_mask=mask.to(device),
                                    position_ids=positions.to(device), use_cache=True, logits_to_keep=1,
-                                   **{self.lm._cache_argument: cache})
+                                   **{self.lm._cache_argument: self._cache})
+        self._width += 1
         logits = output.logits[:, -1].to(dtype=torch.float32, device="cpu")
-        for row, (sequence, pad) in enumerate(zip(batch, pads)):
-            sequence.keys = [layer.keys[row : row + 1, :, pad:].clone() for layer in cache.layers]
-            sequence.values = [layer.values[row : row + 1, :, pad:].clone() for layer in cache.layers]
+        for row, sequence in enumerate(batch):
+            sequence.length += 1
             sequence.logits = logits[row].clone()
