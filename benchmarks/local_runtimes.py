@@ -13,7 +13,9 @@
    (``VmHWM``), next to a process that loads no model.
 3. ``llmsforme serve`` with 1, 4 and 8 clients at once: on transformers,
    and on llama.cpp with 2 threads and with 1 (on 2 cores, the server's own
-   threads need a core too).
+   threads need a core too). Both run one request at a time
+   (``max_batch=None``, as llama.cpp must), so that only the runtime
+   differs; ``benchmarks/batched_serving.py`` measures batching.
 
 Medians and spreads ((max - min) / median) are printed, with a warning
 above 10 %. The figures are also written to
@@ -210,7 +212,7 @@ def main() -> None:
     for backend, served in backends:
         concurrency[backend] = {}
         per_round = REPEATS["transformers" if backend == "transformers" else "llama.cpp"]
-        with start_server(served, tokenizer) as server:
+        with start_server(served, tokenizer, max_batch=None) as server:
             client = OpenAI(base_url=server.base_url, api_key="x", max_retries=0)
             messages = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
 

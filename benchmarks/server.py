@@ -7,8 +7,10 @@
    server / in-process should stay at or below 1.1.
 2. Time to first token of a streamed reply, against its total time.
 3. Throughput with 1, 4 and 8 concurrent clients, each sending one request
-   of ``--new-tokens`` tokens: the server runs one generation at a time, so
+   of ``--new-tokens`` tokens: the server runs one generation at a time
+   (``max_batch=None``, the engine these figures were first measured on), so
    the total tokens per second stay flat while each client waits longer.
+   ``benchmarks/batched_serving.py`` compares it with the batched engine.
 
 Medians and spreads ((max - min) / median) are printed; a spread above 10 %
 is flagged, as the machine was busy and the figure is not reliable.
@@ -63,7 +65,7 @@ def main() -> None:
     )
     print(f"{n} greedy tokens per request, {args.rounds} interleaved rounds\n")
     warned = False
-    with start_server(model, tokenizer) as server:
+    with start_server(model, tokenizer, max_batch=None) as server:
         client = OpenAI(base_url=server.base_url, api_key="not-needed", max_retries=0)
 
         def through_server() -> tuple[float, str, int]:

@@ -33,8 +33,8 @@ Example::
     batcher.run()
     print([lm.decode(r.generated) for r in requests])
 
-Taught in: the idea, in [Choosing a local runtime](../part-4/choosing.md), which
-explains continuous batching and paged attention.
+Taught in: [Serving many users](../part-4/serving-many.ipynb), with its
+timeline; the idea also in [Choosing a local runtime](../part-4/choosing.md).
 """
 
 from __future__ import annotations

@@ -15,11 +15,12 @@ Taught in: [Top-k and top-p sampling](../part-1/top-k-top-p.ipynb),
 [Temperature](../part-1/temperature.ipynb).
 """
 
-from .plots import plot_beam_tree, plot_image_grid, plot_next_token_probabilities, plot_temperatures
+from .plots import plot_batch_timeline, plot_beam_tree, plot_image_grid, plot_next_token_probabilities, plot_temperatures
 from .tables import TokenTable, token_table
 
 __all__ = [
     "TokenTable",
+    "plot_batch_timeline",
     "plot_beam_tree",
     "plot_image_grid",
     "plot_next_token_probabilities",

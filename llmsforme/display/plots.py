@@ -7,7 +7,8 @@ edge of the package: the algorithms never import this module.
 Taught in: [Generating text](../part-1/generating-text.ipynb),
 [Temperature](../part-1/temperature.ipynb),
 [Greedy and beam search](../part-1/greedy-and-beam-search.ipynb),
-[Diffusion from scratch](../part-5/diffusion-from-scratch.ipynb).
+[Diffusion from scratch](../part-5/diffusion-from-scratch.ipynb),
+[Serving many users](../part-4/serving-many.ipynb).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from ..decoding import BeamStep, Generation, _prompt_ids
 from ..lm import as_language_model, visible_token
 from ..processors import check_sampling_args, scale_temperature
 
-__all__ = ["plot_next_token_probabilities", "plot_temperatures", "plot_beam_tree", "plot_image_grid"]
+__all__ = ["plot_next_token_probabilities", "plot_temperatures", "plot_beam_tree", "plot_image_grid",
+           "plot_batch_timeline"]
 
 KEPT = "#3f51b5"  # Material indigo: the site's primary colour
 REMOVED = "#b0b0b0"
@@ -258,4 +260,50 @@ def plot_image_grid(
                 ax.set_ylabel(row_labels[r], rotation=0, ha="right", va="center", fontsize=9)
             if r == 0 and column_labels is not None:
                 ax.set_title(column_labels[c], fontsize=9)
+    return fig
+
+
+def plot_batch_timeline(
+    trace: Sequence[Any],
+    *,
+    arrivals: dict[int, int] | None = None,
+    labels: dict[int, str] | None = None,
+    ax: Axes | None = None,
+) -> Figure:
+    """Requests joining and leaving a batch, one row per request, one column per step.
+
+    Args:
+        trace: the :class:`~llmsforme.batching.StepRecord` list of a
+            :class:`~llmsforme.batching.ContinuousBatcher` (its ``trace``).
+        arrivals: the step at which each request number arrived; the steps
+            it then waited for room are drawn in grey.
+        labels: text for each request number's row (default: "request N").
+
+    Example::
+
+        >>> from types import SimpleNamespace as Step
+        >>> trace = [Step(index=0, joined=(0, 1), left=()), Step(index=1, joined=(), left=(0,)),
+        ...          Step(index=2, joined=(2,), left=(1, 2))]
+        >>> fig = plot_batch_timeline(trace, arrivals={2: 0})
+        >>> len(fig.axes[0].patches)  # three runs and one wait
+        4
+    """
+    joined = {n: record.index for record in trace for n in record.joined}
+    left = {n: record.index for record in trace for n in record.left}
+    if not joined:
+        raise ValueError("trace has no request joining: pass a batcher's trace after it has run")
+    numbers = sorted(joined)
+    fig, ax = _axes(ax, (7, 0.35 * len(numbers) + 1.0))
+    end = trace[-1].index + 1
+    for row, n in enumerate(numbers):
+        start = joined[n]
+        stop = left.get(n, end)
+        if arrivals is not None and arrivals.get(n, start) < start:
+            ax.barh(row, start - arrivals[n], left=arrivals[n], color=REMOVED, height=0.6)
+        ax.barh(row, stop - start + 1, left=start, color=KEPT, height=0.6)
+    ax.set_yticks(range(len(numbers)), [(labels or {}).get(n, f"request {n}") for n in numbers])
+    ax.invert_yaxis()
+    ax.set_xlabel("step (one forward pass for every running request)")
+    ax.set_xlim(0, end)
+    ax.spines[["top", "right"]].set_visible(False)
     return fig
