@@ -12,6 +12,10 @@
    memory bandwidth measured here (the bandwidth model of Part 4), and
    torch's profiler on one forward pass of 1 and of 8 sequences: how much
    of it is matrix multiplication, where the weights are read.
+3. Fairness: the time to the first token of a short request (8 tokens)
+   sent while 7 long ones (``--new-tokens`` each) are streaming, on each
+   engine. ``--fairness-only`` measures this alone and adds it to the
+   stored file, with its own date.
 
 Rounds are interleaved (every load and engine once per round, in alternating
 order), at least 7; medians and spreads ((max - min) / median) are printed and
@@ -102,6 +106,32 @@ def load(client: OpenAI, clients: int, new_tokens: int) -> dict:
     }
 
 
+def fairness(client: OpenAI, new_tokens: int) -> float:
+    """Seconds to the first token of a short request sent while 7 long ones stream."""
+    first = threading.Event()
+    results = [{} for _ in range(7)]
+
+    def long_one(out: dict) -> None:
+        start = time.perf_counter()
+        for chunk in client.chat.completions.create(
+            model=MODEL_ID, messages=MESSAGES, temperature=0, max_tokens=new_tokens, stream=True,
+        ):
+            if chunk.choices and chunk.choices[0].delta.content and "ttft" not in out:
+                out["ttft"] = time.perf_counter() - start
+                first.set()
+
+    threads = [threading.Thread(target=long_one, args=(r,)) for r in results]
+    for thread in threads:
+        thread.start()
+    first.wait()
+    time.sleep(0.5)  # the long ones are running (batched) or queued (one at a time)
+    short: dict = {}
+    one_client(client, 8, short)
+    for thread in threads:
+        thread.join()
+    return short["ttft"]
+
+
 def step_times(lm: HFLanguageModel, batch: int, steps: int) -> list[float]:
     """Seconds of each decoding step that ran ``batch`` sequences and admitted nobody."""
     batcher = ContinuousBatcher(lm, max_batch=batch)
@@ -142,10 +172,23 @@ def memory_bandwidth() -> float:
     return data.numel() * data.element_size() / best
 
 
+def fairness_report(fair: dict[str, list[float]], new_tokens: int, rounds: int, machine: str) -> dict:
+    """Print and return the fairness figures: a short request's time to first token beside 7 long ones."""
+    print(f"\na short request (8 tokens) sent while 7 of {new_tokens} tokens stream: its first token after")
+    report = {"date": str(datetime.date.today()), "machine": machine, "rounds": rounds, "long_tokens": new_tokens}
+    for engine, times in fair.items():
+        median, spread = median_spread(times)
+        report[engine] = {"ttft_s": round(median, 3), "spread": round(spread, 3)}
+        print(f"  {engine:<14} {median:7.2f} s  (spread {spread:5.1%}){flag(spread)}")
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--fairness-only", action="store_true",
+                        help="measure only the fairness figure and add it to the stored file")
     args = parser.parse_args()
     if args.rounds < 7:
         parser.error("--rounds must be at least 7 (medians of fewer rounds are noise here)")
@@ -173,6 +216,17 @@ def main() -> None:
         }
         for client in clients.values():  # warm up
             load(client, 2, 4)
+        if args.fairness_only:
+            fair = {e: [] for e in engines}
+            for round_ in range(args.rounds):
+                for engine in (engines if round_ % 2 == 0 else list(reversed(engines))):
+                    fair[engine].append(fairness(clients[engine], n))
+                print(f"  round {round_ + 1} of {args.rounds} done", flush=True)
+            report = json.loads(RESULTS.read_text())
+            report["fairness"] = fairness_report(fair, n, args.rounds, machine)
+            RESULTS.write_text(json.dumps(report, indent=1) + "\n")
+            return
+        fair = {e: [] for e in engines}
         for round_ in range(args.rounds):
             order = list(engines) if round_ % 2 == 0 else list(reversed(engines))
             for c in CLIENTS:
@@ -184,6 +238,8 @@ def main() -> None:
                 steps[b].append(statistics.median(step_times(lm, b, 16)))
             for b in (1, 8):
                 profiles[b].append(profile_step(model, b))
+            for engine in order:
+                fair[engine].append(fairness(clients[engine], n))
             print(f"  round {round_ + 1} of {args.rounds} done", flush=True)
     if len(texts) != 1:  # batched float sums may flip a near-tie: say so rather than hide it
         print(f"NOTE: the greedy replies were not all the same text ({len(texts)} different texts)")
@@ -230,6 +286,7 @@ def main() -> None:
               f"({products / step:.0%}): the weights stream at {weight_bytes / products / 1e6:.1f} GB/s")
     report.update(weight_bytes=weight_bytes, bandwidth_gb_s=round(bandwidth / 1e9, 2),
                   weights_read_ms=round(estimate * 1000, 1), noisy=warned)
+    report["fairness"] = fairness_report(fair, n, args.rounds, machine)
     RESULTS.write_text(json.dumps(report, indent=1) + "\n")
     print(f"\nwritten to {RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS}")
     if warned:
