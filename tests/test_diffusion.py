@@ -308,7 +308,7 @@ def test_the_training_script_writes_a_loadable_model(tmp_path):
     result = subprocess.run(
         [
             sys.executable, str(ROOT / "scripts" / "train_digits_diffusion.py"),
-            "--epochs", "1", "--evaluate-per-digit", "2", "--out", str(out),
+            "--epochs", "1", "--images", "256", "--evaluate-per-digit", "2", "--out", str(out),
             "--prediction-type", "v_prediction",
         ],
         capture_output=True, text=True, timeout=300,
@@ -316,6 +316,6 @@ def test_the_training_script_writes_a_loadable_model(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "chosen: epoch 1" in result.stdout
     trained = load_digits_model(out)
-    assert trained.manifest["training"]["epochs"] == 1
+    assert trained.manifest["training"]["epochs"] == 1 and "256 images" in trained.manifest["training"]["data"]
     assert trained.prediction_type == "v_prediction"
     assert sample(trained, [5], steps=2).shape == (1, 1, 16, 16)

@@ -105,6 +105,7 @@ class TextToImage:
     embedder: Any
     alphas_cumprod: torch.Tensor
     manifest: dict = field(default_factory=dict, repr=False)
+    _empty: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, init=False, repr=False)
 
     @property
     def guidance_scale(self) -> float:
@@ -116,7 +117,9 @@ class TextToImage:
         """The noise estimate for prompts ``tokens``, guided away from the empty prompt's."""
         if guidance_scale == 1:
             return self.unet(x, t, encoder_hidden_states=tokens, encoder_attention_mask=mask).sample
-        empty, empty_mask = prompt_vectors(self.clip, [""], self.embedder)
+        if self._empty is None:  # the empty prompt's vectors never change: encode them once, not every step
+            self._empty = prompt_vectors(self.clip, [""], self.embedder)
+        empty, empty_mask = self._empty
         empty, empty_mask = empty.expand_as(tokens), empty_mask.expand_as(mask)
         both = self.unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([tokens, empty]),
                          encoder_attention_mask=torch.cat([mask, empty_mask])).sample
