@@ -47,7 +47,7 @@ def built_site(tmp_path_factory):
 @pytest.fixture(scope="session")
 def ask_index():
     """Ask the course's search index: the package cache's own (``course_index``), built there if the
-    course changed (about 40 s on 2 cores). The Part 6 notebooks and page examples open the same one,
+    course changed (a few seconds from the shipped embeddings). The Part 6 notebooks and page examples open the same one,
     so the suite builds it once."""
     from llmsforme.apps.ask import course_index
 

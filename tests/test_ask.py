@@ -353,6 +353,40 @@ def test_the_shipped_corpus_is_the_course(chunks):
     assert load_corpus() == chunks, "the pages changed: run .venv/bin/python scripts/ask_corpus.py"
 
 
+def test_the_shipped_vectors_are_the_models_embeddings_of_the_shipped_course(index):
+    import numpy as np
+
+    from llmsforme.apps.ask import load_glossary
+    from llmsforme.apps.ask.index import embed_texts, index_texts, shipped_vectors
+
+    chunks, terms = load_corpus(), load_glossary()
+    vectors = shipped_vectors(chunks, terms)
+    assert vectors is not None, "the course changed since its vectors were made: run scripts/ask_corpus.py"
+    texts = index_texts(chunks, terms)
+    assert vectors.shape == (len(texts), 384) and len(texts) > len(chunks)  # with the summaries and terms
+    # Made by the model from these texts: a sample of rows, chunks, summaries and terms, embedded again
+    # (in other batches, so equal to rounding only).
+    rows = [0, 1, len(chunks) - 1, len(chunks), len(texts) - 1, *range(7, len(texts), 97)]
+    again = embed_texts([texts[i] for i in rows])
+    assert np.abs(again - vectors[rows]).max() < 1e-5
+    # The index built from them stores them: the suite's index is built that way.
+    assert np.array_equal(index.vectors(), vectors[: len(chunks)])
+    # Made for another course (one chunk less), they are not used.
+    assert shipped_vectors(chunks[:-1], terms) is None and shipped_vectors(chunks, terms[:-1]) is None
+
+
+def test_build_index_checks_the_vectors_it_is_given(chunks, tmp_path):
+    import numpy as np
+
+    from llmsforme.apps.ask.index import index_texts
+
+    rows = len(index_texts(chunks[:2]))  # two chunks and their pages' summaries
+    for wrong in (np.zeros((rows + 1, 384), np.float32), [[0.0] * 384] * rows):
+        with pytest.raises(ValueError, match=rf"vectors must have shape \({rows}, 384\), got"):
+            build_index(chunks[:2], tmp_path / "index", vectors=wrong, progress=False)
+    assert not (tmp_path / "index").exists()
+
+
 def test_llmsforme_ask_lists_its_sources(index, tmp_path, monkeypatch, capsys):
     from llmsforme.cli import main
 

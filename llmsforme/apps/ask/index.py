@@ -21,19 +21,23 @@ import sqlite3
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
+from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
 from .corpus import Chunk, Term, corpus_hash, page_summaries
 
 __all__ = [
-    "DIMENSIONS", "INDEX_FORMAT", "Index", "IndexProblem", "build_index", "course_index", "embedding_model", "open_index",
+    "DIMENSIONS", "INDEX_FORMAT", "Index", "IndexProblem", "build_index", "course_index", "embed_texts",
+    "embedding_model", "index_texts", "open_index", "shipped_vectors",
 ]
 
 INDEX_FORMAT = 3  #: 2: with one vector per page (table ``pages``); 3: and per glossary term (``terms``)
 DIMENSIONS = 384  #: all-MiniLM-L6-v2's vectors
 VECTORS, KEYWORDS, MANIFEST = "vectors.duckdb", "keywords.sqlite", "manifest.json"
+EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+#: The course's own embeddings, shipped in ``llmsforme/data`` beside the corpus, and what they were made for.
+SHIPPED_VECTORS, SHIPPED_VECTORS_ABOUT = "ask_vectors.npy", "ask_vectors.json"
 
 
 class IndexProblem(ValueError):
@@ -104,6 +108,43 @@ def _versions() -> dict[str, str]:
     return {name: metadata.version(name) for name in names} | {"sqlite": sqlite3.sqlite_version}
 
 
+def index_texts(chunks: Sequence[Chunk], terms: Sequence[Term] = ()) -> list[str]:
+    """What the index embeds, in its order: every chunk, every page's summary, every glossary term."""
+    return ([chunk.for_embedding() for chunk in chunks] + list(page_summaries(chunks).values())
+            + [term.for_embedding() for term in terms])
+
+
+def embed_texts(texts: Sequence[str], *, model: Any = None, progress: bool = False) -> Any:
+    """``texts`` as unit vectors of all-MiniLM-L6-v2, one row each (float32, ``(len(texts), 384)``)."""
+    model = model or embedding_model()
+    return model.encode(list(texts), batch_size=32, normalize_embeddings=True, show_progress_bar=progress)
+
+
+def shipped_vectors(chunks: Sequence[Chunk], terms: Sequence[Term] = ()) -> Any:
+    """The embeddings that ship with the package (``llmsforme/data/ask_vectors.npy``, written by
+    ``scripts/ask_corpus.py``), if they were made for exactly these chunks and terms; else None.
+
+    Embedding the whole course takes about a minute on 2 cores: shipping the result
+    makes a reader's first question (and the test suite's index) quick, as the
+    trained models ship their weights. Any change to the course makes them stale,
+    and the index is then embedded again.
+    """
+    import numpy as np
+
+    folder = resources.files("llmsforme") / "data"
+    try:
+        about = json.loads((folder / SHIPPED_VECTORS_ABOUT).read_text(encoding="utf-8"))
+        if about.get("corpus") != corpus_hash(chunks, terms) or about.get("model") != EMBEDDING_MODEL:
+            return None
+        with (folder / SHIPPED_VECTORS).open("rb") as file:
+            vectors = np.load(file, allow_pickle=False)
+    except (OSError, ValueError, json.JSONDecodeError):
+        return None
+    if vectors.dtype != np.float32 or vectors.shape != (len(index_texts(chunks, terms)), DIMENSIONS):
+        return None
+    return vectors
+
+
 def build_index(
     chunks: Sequence[Chunk],
     folder: str | Path,
@@ -112,9 +153,14 @@ def build_index(
     model: Any = None,
     progress: bool = True,
     on_progress: Callable[[str], None] | None = None,
+    vectors: Any = None,
 ) -> Index:
     """Embed ``chunks`` (and the glossary's ``terms``) and write the index to ``folder``
     (replacing any index there).
+
+    ``vectors``, if given, are the embeddings already made by :func:`embed_texts` for
+    exactly these chunks and terms (:func:`shipped_vectors`): they are stored instead
+    of embedding again.
 
     ``model`` is a ``SentenceTransformer`` (default: :func:`embedding_model`);
     ``progress`` shows the embedding's progress bar, and ``on_progress``
@@ -130,14 +176,17 @@ def build_index(
         raise TypeError("terms must be a sequence of Term (llmsforme.apps.ask.corpus.load_glossary)")
     say = on_progress or (lambda line: None)
     folder = Path(folder)
-    model = model or embedding_model()
     summaries = page_summaries(chunks)
-    say(f"embedding {len(chunks)} chunks, {len(summaries)} page summaries and {len(terms)} glossary terms "
-        "with all-MiniLM-L6-v2")
-    vectors = model.encode(
-        [chunk.for_embedding() for chunk in chunks] + list(summaries.values()) + [t.for_embedding() for t in terms],
-        batch_size=32, normalize_embeddings=True, show_progress_bar=progress,
-    )
+    texts = index_texts(chunks, terms)
+    if vectors is None:
+        say(f"embedding {len(chunks)} chunks, {len(summaries)} page summaries and {len(terms)} glossary terms "
+            "with all-MiniLM-L6-v2")
+        vectors = embed_texts(texts, model=model, progress=progress)
+    elif getattr(vectors, "shape", None) != (len(texts), DIMENSIONS):
+        raise ValueError(f"vectors must have shape ({len(texts)}, {DIMENSIONS}), "
+                         f"got {getattr(vectors, 'shape', type(vectors).__name__)}")
+    else:
+        say("using the embeddings made for this very course (no embedding needed)")
     ends = (len(chunks), len(chunks) + len(summaries))
     vectors, page_vectors, term_vectors = vectors[: ends[0]], vectors[ends[0]: ends[1]], vectors[ends[1]:]
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -165,7 +214,7 @@ def build_index(
             "corpus": corpus_hash(chunks, terms),
             "chunks": len(chunks),
             "terms": len(terms),
-            "model": "sentence-transformers/all-MiniLM-L6-v2",
+            "model": EMBEDDING_MODEL,
             "versions": _versions(),
             "sha256": {path.name: _sha256(path) for path in sorted(staging.iterdir())},
         }
@@ -210,11 +259,13 @@ def open_index(
     rebuild: bool = True,
     on_progress: Callable[[str], None] | None = None,
     progress: bool = True,
+    vectors: Any = None,
 ) -> Index:
     """The index in ``folder``, checked against its manifest, and against ``chunks`` (and ``terms``) if given.
 
     When it is missing, corrupt or out of date, it is rebuilt from
-    ``chunks`` and ``terms`` (``rebuild=True``), else :class:`IndexProblem` says why.
+    ``chunks`` and ``terms`` (``rebuild=True``; with their ``vectors`` if given, as
+    :func:`build_index` takes them), else :class:`IndexProblem` says why.
     """
     folder = Path(folder)
     problem = _problem(folder, chunks, terms)
@@ -228,14 +279,17 @@ def open_index(
         raise IndexProblem(f"the index in {folder} cannot be used: {problem}")
     if on_progress:
         on_progress(f"building the index ({problem})")
-    return build_index(chunks, folder, terms=terms, on_progress=on_progress, progress=progress)
+    return build_index(chunks, folder, terms=terms, on_progress=on_progress, progress=progress, vectors=vectors)
 
 
 def course_index(*, on_progress: Callable[[str], None] | None = None, progress: bool = False) -> Index:
     """The index of the whole course, in the package's cache (``$LLMSFORME_CACHE/ask-index``).
 
-    Built at first use and whenever the course changes (about 20 s on 2
-    cores), then opened in a moment. ``llmsforme ask`` uses this one.
+    Built at first use and whenever the course changes, then opened in a
+    moment. The build uses the embeddings that ship with the package when they
+    were made for this very course (:func:`shipped_vectors`: a few seconds),
+    and embeds the course again otherwise (about a minute on 2 cores).
+    ``llmsforme ask`` uses this one.
 
     Example::
 
@@ -246,5 +300,6 @@ def course_index(*, on_progress: Callable[[str], None] | None = None, progress: 
     from ...model_source import cache_root
     from .corpus import load_corpus, load_glossary
 
-    return open_index(cache_root() / "ask-index", load_corpus(), terms=load_glossary(),
-                      on_progress=on_progress, progress=progress)
+    chunks, terms, folder = load_corpus(), load_glossary(), cache_root() / "ask-index"
+    vectors = None if _problem(folder, chunks, terms) is None else shipped_vectors(chunks, terms)
+    return open_index(folder, chunks, terms=terms, on_progress=on_progress, progress=progress, vectors=vectors)
