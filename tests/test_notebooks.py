@@ -10,6 +10,7 @@ fails. Image bytes, execution counts and metadata are not compared; the
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ import nbformat
 import pytest
 
 from llmsforme.environment import execution_date
+from llmsforme.notebook_kernels import KernelServer
 from llmsforme.notebooks import (
     course_setup_cell,
     outputs_made_with,
@@ -178,15 +180,59 @@ def test_portability_check_accepts_portable_markdown():
     assert markdown_problems(nb, ROOT / "examples" / "part-1" / "planted.ipynb") == []
 
 
+# HOME and LLMSFORME_CACHE: the kernels read the model cache the tests use.
+PASSED = ("PATH", "HOME", "LLMSFORME_CACHE", "HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM",
+          "PYDEVD_DISABLE_FILE_VALIDATION", "PYTHONHASHSEED", "ATEN_CPU_CAPABILITY")
+
+
+def _kernel_env() -> dict[str, str]:
+    return {key: value for key, value in kernel_environment().items() if key in PASSED}
+
+
+@pytest.fixture(scope="module")
+def forked_kernels():
+    """Kernels forked from a process that has imported torch and transformers (about 7 s saved per notebook).
+
+    The stored outputs were written by ordinary kernels (``llmsforme.notebooks run``), so each
+    notebook that re-executes to them also shows that a forked kernel computes what an ordinary
+    one does. The server runs in the environment pytest-notebook gives the kernels.
+    """
+    with KernelServer({**os.environ, **_kernel_env()}) as server, pytest.MonkeyPatch.context() as patch:
+        patch.setenv("JUPYTER_PATH", os.pathsep.join(
+            filter(None, [str(server.kernel_spec_folder), os.environ.get("JUPYTER_PATH")])))
+        yield server
+
+
+def test_notebook_kernels_are_forked_from_the_server(forked_kernels, tmp_path):
+    """The notebooks below really run on forked kernels, each seeded afresh; another environment gets an ordinary one."""
+    from pytest_notebook.execution import execute_notebook
+
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                          "language": "python"}})
+    nb.cells = [nbformat.v4.new_code_cell(
+        "import os, numpy, torch\n"
+        "print(os.getppid(), os.getcwd(), torch.get_num_threads(), torch.rand(1).item(), numpy.random.rand())")]
+
+    def run(**extra):
+        result = execute_notebook(nb, cwd=str(tmp_path), timeout=60, exec_env={**_kernel_env(), **extra})
+        assert result.exec_error is None, result.exec_error
+        return result.notebook.cells[0].outputs[0]["text"].split()
+
+    fresh = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+                           capture_output=True, text=True, env={**os.environ, **_kernel_env()}, check=True)
+    (parent, cwd, threads, *draws), (again, _, _, *other_draws) = run(), run()
+    assert int(parent) == int(again) == forked_kernels.pid
+    assert (cwd, threads) == (str(tmp_path), fresh.stdout.strip())
+    assert draws[0] != other_draws[0] and draws[1] != other_draws[1]  # not the server's random state
+    assert int(run(LLMSFORME_OTHER="1")[0]) != forked_kernels.pid
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
-def test_notebook_reexecutes_to_stored_outputs(path: Path, nb_regression):
+def test_notebook_reexecutes_to_stored_outputs(path: Path, nb_regression, forked_kernels):
     nb_regression.diff_ignore = DIFF_IGNORE
     nb_regression.exec_timeout = 600
     nb_regression.exec_cwd = str(path.parent)
-    # HOME and LLMSFORME_CACHE: the kernels read the model cache the tests use.
-    passed = ("PATH", "HOME", "LLMSFORME_CACHE", "HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM",
-              "PYDEVD_DISABLE_FILE_VALIDATION", "PYTHONHASHSEED", "ATEN_CPU_CAPABILITY")
-    nb_regression.exec_env = {key: value for key, value in kernel_environment().items() if key in passed}
+    nb_regression.exec_env = _kernel_env()
     nb_regression.check(str(path))
 
 
