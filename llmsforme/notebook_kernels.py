@@ -49,7 +49,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-#: What the server imports before it forks: what every notebook imports first.
+#: What the server imports before it forks: what the notebooks import first, and the
+#: heavier libraries of each part (peft, diffusers, sentence-transformers: 2 to 5 s each).
+#: Nothing that imports matplotlib: its backend is chosen on import, from what ipykernel
+#: sets in the kernel.
 PRELOAD = (
     "torch",
     "transformers",
@@ -59,6 +62,14 @@ PRELOAD = (
     "transformers.tokenization_utils_tokenizers",
     "safetensors.torch",
     "numpy",
+    "peft",
+    "diffusers",
+    "sentence_transformers",
+    "openai",
+    "llmsforme.model_source",
+    "llmsforme.decoding",
+    "llmsforme.chat",
+    "llmsforme.server",
 )
 #: Not compared between environments: what jupyter_client sets per kernel, the path
 #: that points the kernel spec lookup at the server (only Jupyter reads them), and
@@ -109,6 +120,8 @@ def serve(path: str, idle_timeout: float = 1800.0) -> None:
     env = _comparable(dict(os.environ))
     for name in PRELOAD:
         importlib.import_module(name)
+    if "matplotlib" in sys.modules:
+        raise RuntimeError("a preloaded module imported matplotlib: kernels would get the server's backend")
     # What the imports put in the environment, as they would in a kernel that ran them.
     set_by_imports = {k: v for k, v in os.environ.items() if env.get(k) != v}
     base_path = sys.path[:]  # this file's folder was taken off at start
