@@ -11,14 +11,15 @@ A forked kernel computes exactly what a fresh one computes: the same
 interpreter, environment (the server refuses a kernel whose environment
 differs from its own, and the launcher then starts an ordinary one), working
 folder and ``sys.path``; torch's and NumPy's unseeded random streams start
-from the operating system's entropy, as they do on import. Nothing has run in parallel in
-the server before the fork (imports only), so torch's thread pool is created
-in the kernel itself, with the same number of threads. The test suite checks
+from the operating system's entropy, as they do on import. Nothing has run
+in parallel in the server before the fork (imports only), so torch's thread
+pool is created in the kernel itself, with the same number of threads. The test suite checks
 this where it counts: every notebook re-executes to its stored outputs, which
 ordinary kernels wrote (``python -m llmsforme.notebooks run``).
 
-This file runs as a script and imports nothing of the package, so that a
-kernel launch costs no import of torch::
+This file runs as a script and imports nothing of the package at its top,
+so that a kernel launch costs no import of torch (the server then preloads
+:data:`PRELOAD`, the package's own modules among them)::
 
     python notebook_kernels.py serve SOCKET        # the server (KernelServer starts it)
     python notebook_kernels.py kernel SOCKET -f {connection_file}   # a kernel spec's argv
@@ -29,9 +30,9 @@ Use (as ``tests/test_notebooks.py`` does)::
         os.environ["JUPYTER_PATH"] = str(server.kernel_spec_folder)
         ...  # run notebooks: their "python3" kernels come from the server
 
-Unix only (``fork``, file descriptors passed over a Unix socket); elsewhere,
-and whenever the server is not there, the launcher starts an ordinary
-kernel.
+Unix only (``fork``, file descriptors passed over a Unix socket, in a
+folder only its user can open: whoever connects gets a kernel); whenever the
+server is not there, the launcher starts an ordinary kernel.
 """
 
 from __future__ import annotations
@@ -296,13 +297,18 @@ class KernelServer:
     """The server as a context manager, with a kernel spec named ``python3`` that launches from it.
 
     ``env`` is the kernels' environment: the server runs in it, and only
-    kernels started with the same environment (``JPY_*`` keys aside) are
-    forked. Put :attr:`kernel_spec_folder` first on ``JUPYTER_PATH``.
+    kernels started with the same environment (:data:`PER_KERNEL` keys
+    aside) are forked. Put :attr:`kernel_spec_folder` first on
+    ``JUPYTER_PATH``.
     """
 
     def __init__(self, env: dict[str, str], *, ready_timeout: float = 120.0) -> None:
         if os.name != "posix" or not hasattr(socket, "send_fds"):
             raise RuntimeError("forked kernels need a Unix system")
+        if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+            raise TypeError("env must be a dict of str to str (an environment, such as dict(os.environ))")
+        if isinstance(ready_timeout, bool) or not isinstance(ready_timeout, (int, float)) or not ready_timeout > 0:
+            raise ValueError(f"ready_timeout must be a number of seconds > 0, got {ready_timeout!r}")
         self.env = dict(env)
         self.ready_timeout = ready_timeout
         self._folder = tempfile.TemporaryDirectory(prefix="llmsforme-kernels-")

@@ -227,6 +227,13 @@ def test_notebook_kernels_are_forked_from_the_server(forked_kernels, tmp_path):
     assert int(run(LLMSFORME_OTHER="1")[0]) != forked_kernels.pid
 
 
+def test_the_kernel_server_checks_its_arguments():
+    with pytest.raises(TypeError, match="env must be a dict of str to str"):
+        KernelServer({"PATH": 1})
+    with pytest.raises(ValueError, match="ready_timeout must be"):
+        KernelServer(dict(os.environ), ready_timeout=0)
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_notebook_reexecutes_to_stored_outputs(path: Path, nb_regression, forked_kernels):
     nb_regression.diff_ignore = DIFF_IGNORE
