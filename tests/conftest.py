@@ -9,11 +9,37 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 
 
+def _default_cache_is_valid() -> bool:
+    from llmsforme import model_source as ms
+
+    folder = ms.course_cache_folder()
+    return folder.is_dir() and ms.cache_problem(folder, ms.SourceInfo.of(ms.find_course_gguf())) is None
+
+
 @pytest.fixture(scope="session")
-def course_model():
-    """(model, tokenizer) of the course model, from the default cache."""
+def course_conversion(tmp_path_factory):
+    """One fresh conversion of the course GGUF file: (folder, the model as loaded from GGUF, tokenizer).
+
+    On a fresh clone, as in CI, the default cache is empty: the conversion is then written there, where
+    every later ``load_model()`` (and every notebook) reads it, so the session converts once instead of
+    twice (about 25 s each). A valid cache is left alone: the conversion goes to a temporary folder.
+    """
+    from llmsforme import model_source as ms
+
+    folder = ms.course_cache_folder()
+    if _default_cache_is_valid():
+        folder = tmp_path_factory.mktemp("cache") / "course"
+    model, tokenizer = ms.convert_gguf(ms.find_course_gguf(), folder, progress=False)
+    return folder, model, tokenizer
+
+
+@pytest.fixture(scope="session")
+def course_model(request):
+    """(model, tokenizer) of the course model, from the default cache (converted first if missing)."""
     from llmsforme import load_model
 
+    if not _default_cache_is_valid():
+        request.getfixturevalue("course_conversion")
     return load_model(progress=False)
 
 

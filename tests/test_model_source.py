@@ -20,11 +20,10 @@ PROMPT = "The rain in Spain falls mainly in the"
 
 
 @pytest.fixture(scope="module")
-def converted(tmp_path_factory):
-    """A fresh conversion into an empty cache; keeps the GGUF-loaded model."""
-    folder = tmp_path_factory.mktemp("cache") / "course"
-    model, tokenizer = ms.convert_gguf(ms.find_course_gguf(), folder, progress=False)
-    return folder, model, tokenizer
+def converted(course_conversion):
+    """A fresh conversion into an empty cache folder (conftest's, shared with the session's default cache
+    on a fresh clone); keeps the GGUF-loaded model."""
+    return course_conversion
 
 
 def test_fresh_cache_has_manifest_and_is_valid(converted):
