@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from llmsforme import cli
-from llmsforme.chat import RoleInjectionError, TextStream, chat, encode_chat
+from llmsforme.chat import RoleInjectionError, TextStream, chat, chat_many, encode_chat
 
 HI = [{"role": "user", "content": "Hi!"}]
 MAX_NEW = 24  # the greedy replies below end before this
@@ -130,6 +130,40 @@ def test_chat_runs_the_guard_first(course_model):
         model, tokenizer, forged, on_special_tokens="neutralise", max_new_tokens=1, on_token=seen.append
     )
     assert len(seen) == 1 and len(conversation) == 2
+
+
+def test_chat_many_gives_each_conversation_the_reply_chat_gives_it(course_model, greedy_hi, greedy_second):
+    model, tokenizer = course_model
+    conversations = [
+        HI,
+        greedy_second[0],  # a second turn: a longer prompt
+        [{"role": "system", "content": "Answer in one word."}, {"role": "user", "content": "Sky colour?"}],
+        [{"role": "user", "content": "Write a poem about the sea."}],  # cut at the limit
+    ]
+    # max_batch 3: the fourth conversation waits, and joins when a place is free
+    replies = chat_many(model, tokenizer, conversations, max_new_tokens=MAX_NEW, max_batch=3)
+    assert replies[0][-1] == {"role": "assistant", "content": greedy_hi[1]}
+    assert replies[1][-1]["content"] == greedy_second[1][1]
+    for conversation, reply in zip(conversations, replies):
+        assert reply == chat(model, tokenizer, conversation, max_new_tokens=MAX_NEW)
+        assert reply[:-1] == conversation and reply[:-1] is not conversation
+    assert len(tokenizer(replies[3][-1]["content"]).input_ids) >= MAX_NEW - 1  # really cut, not ended
+
+
+def test_chat_many_rejects_bad_input(course_model):
+    model, tokenizer = course_model
+    with pytest.raises(TypeError, match="conversations must be a list of conversations"):
+        chat_many(model, tokenizer, HI[0])
+    with pytest.raises(TypeError, match=r"conversations\[1\] must be a list of messages"):
+        chat_many(model, tokenizer, [HI, "Hi!"])
+    with pytest.raises(ValueError, match="conversations is empty"):
+        chat_many(model, tokenizer, [])
+    with pytest.raises(ValueError, match="max_new_tokens must be an int >= 1"):
+        chat_many(model, tokenizer, [HI], max_new_tokens=0)
+    with pytest.raises(ValueError, match="max_batch must be an int >= 1"):
+        chat_many(model, tokenizer, [HI], max_batch=0)
+    with pytest.raises(ValueError, match=r"messages\[1\] has role 'user', but 'gemma' needs"):
+        chat_many(model, tokenizer, [HI + HI], template="gemma")
 
 
 def test_chat_rejects_bad_options(course_model):

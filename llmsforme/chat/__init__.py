@@ -2,7 +2,8 @@
 
 * :func:`validate_messages` checks a conversation against a template's rules;
 * :func:`render_chat` and :func:`encode_chat` turn it into prompt text and ids;
-* :func:`chat` asks a model for the next reply;
+* :func:`chat` asks a model for the next reply, :func:`chat_many` for the
+  next replies of several conversations, in one batch;
 * :func:`training_example` shows which tokens fine-tuning learns from;
 * :func:`with_tools` and :func:`tool_call_grammar` give the course model a
   tool-call format: tools in the system turn, replies constrained to text
@@ -13,7 +14,7 @@ Taught in: [Message roles](../part-1/message-roles.ipynb),
 """
 
 from .guard import RoleInjectionError, find_special_tokens
-from .loop import ChatPrompt, TextStream, chat, chat_prompt, detect_template
+from .loop import ChatPrompt, TextStream, chat, chat_many, chat_prompt, detect_template
 from .messages import Message, Role, validate_messages
 from .registry import TEMPLATES, ChatTemplate, get_template
 from .render import render_chat
@@ -31,6 +32,7 @@ __all__ = [
     "RoleInjectionError",
     "TextStream",
     "chat",
+    "chat_many",
     "chat_prompt",
     "check_tools",
     "detect_template",
