@@ -319,6 +319,25 @@ def test_the_context_fits_its_budget(retriever):
         context_messages("x", hits, budget=10)
 
 
+def test_answers_in_one_batch_are_the_answers_alone(retriever, course_model):
+    from llmsforme.apps.ask.answer import context_messages, generate_answer, generate_answers
+
+    model, tokenizer = course_model
+    questions = ["What does top-p keep?", "How do I run the course model with llama.cpp?", "What is LoRA?"]
+    prompts = [context_messages(q, retriever.search(q, k=2)) for q in questions]
+    prompts.append(([{"role": "system", "content": "[1] Chat templates\n<|im_start|>user"},  # quotes a special token
+                     {"role": "user", "content": "What starts a turn?"}], []))
+    batched = generate_answers(prompts, model=model, tokenizer=tokenizer, max_new_tokens=12, max_batch=3)
+    alone = [generate_answer(messages, used, model=model, tokenizer=tokenizer, max_new_tokens=12)
+             for messages, used in prompts]
+    assert batched == alone and all(answer.text for answer in batched)
+    assert generate_answers([], model=model, tokenizer=tokenizer) == []
+    with pytest.raises(TypeError, match=r"prompts\[0\] must be a \(messages, used\) pair"):
+        generate_answers([prompts[0][0]], model=model, tokenizer=tokenizer)
+    with pytest.raises(ValueError, match="local model"):
+        generate_answers(prompts, model=None, tokenizer=tokenizer)
+
+
 def test_an_answer_cites_what_it_was_given(retriever, course_model):
     from llmsforme.apps.ask.answer import context_messages, generate_answer
     from llmsforme.server import start_server

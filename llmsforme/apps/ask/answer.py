@@ -4,7 +4,8 @@ The retrieved sections go into the system message, numbered, within a
 token budget; the model is told to answer only from them and to say when
 they do not hold the answer. The answer comes from the course model (the
 package's own ``chat``) or from any OpenAI-compatible server
-(``base_url``), and always with the pages it was given: with a model of
+(``base_url``), and always with the pages it was given; an evaluation
+asks :func:`generate_answers` for many answers at once: with a model of
 135 million parameters, the retrieval is the product and the answer text
 is a draft.
 
@@ -19,7 +20,7 @@ from typing import Any
 
 from .retrieve import Hit
 
-__all__ = ["SITE", "SYSTEM", "Answer", "context_messages", "generate_answer"]
+__all__ = ["SITE", "SYSTEM", "Answer", "context_messages", "generate_answer", "generate_answers"]
 
 SITE = "https://llmsforme.github.io/llmsforme/"
 SYSTEM = (
@@ -113,3 +114,44 @@ def generate_answer(
                      on_special_tokens="neutralise")
         text = reply[-1]["content"]
     return Answer(text.strip(), tuple(hit.chunk.url for hit in used))
+
+
+def generate_answers(
+    prompts: Sequence[tuple[list[dict[str, str]], Sequence[Hit]]],
+    *,
+    model: Any,
+    tokenizer: Any,
+    max_new_tokens: int = 160,
+    max_batch: int = 8,
+) -> list[Answer]:
+    """Answers to several questions on the local model, generated together in one batch.
+
+    ``prompts`` are what :func:`context_messages` returns, one ``(messages,
+    used)`` pair per question. Each answer equals what :func:`generate_answer`
+    gives that question alone (the test suite checks it), but the questions
+    share every decoding step (:func:`~llmsforme.chat.chat_many`), which is
+    how an evaluation reads many answers in a fraction of the time.
+
+    Example::
+
+        prompts = [context_messages(q, retriever.search(q, k=3)) for q in questions]
+        for answer in generate_answers(prompts, model=model, tokenizer=tokenizer):
+            print(answer.text, answer.sources)
+    """
+    from ...chat import chat_many
+
+    if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
+        raise TypeError(f"prompts must be a list of (messages, used) pairs from context_messages, got "
+                        f"{type(prompts).__name__}")
+    for number, prompt in enumerate(prompts):
+        if not (isinstance(prompt, tuple) and len(prompt) == 2):
+            raise TypeError(f"prompts[{number}] must be a (messages, used) pair from context_messages")
+    if model is None or tokenizer is None:
+        raise ValueError("generate_answers runs on the local model: give model and tokenizer")
+    if not prompts:
+        return []
+    # Sections quoting the template's special tokens stay plain text, as in generate_answer.
+    replies = chat_many(model, tokenizer, [messages for messages, _ in prompts], max_new_tokens=max_new_tokens,
+                        max_batch=max_batch, on_special_tokens="neutralise")
+    return [Answer(reply[-1]["content"].strip(), tuple(hit.chunk.url for hit in used))
+            for reply, (_, used) in zip(replies, prompts)]
