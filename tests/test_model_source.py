@@ -32,8 +32,8 @@ def test_fresh_cache_has_manifest_and_is_valid(converted):
     assert manifest["source"]["name"] == ms.COURSE_GGUF
     assert "model.safetensors" in manifest["files"]
     assert ms.cache_problem(folder, ms.SourceInfo.of(ms.find_course_gguf())) is None
-    # nothing left behind by the atomic write
-    assert [p.name for p in folder.parent.iterdir()] == [folder.name]
+    # nothing left behind by the atomic write (the folder may share its parent with other caches)
+    assert [p.name for p in folder.parent.iterdir() if p.name.startswith(f".{folder.name}-")] == []
 
 
 def test_reload_gives_same_greedy_tokens_as_gguf(converted):
