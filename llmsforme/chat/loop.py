@@ -288,7 +288,9 @@ def chat_many(
     from ..batching import BatchRequest, ContinuousBatcher
 
     if isinstance(conversations, (str, bytes, Mapping)) or not isinstance(conversations, Sequence):
-        raise TypeError(f"conversations must be a list of conversations (lists of messages), got {type(conversations).__name__}")
+        raise TypeError(
+            f"conversations must be a list of conversations (lists of messages), got {type(conversations).__name__}"
+        )
     if not conversations:
         raise ValueError("conversations is empty: give at least one conversation")
     for number, messages in enumerate(conversations):

@@ -4,10 +4,10 @@ The retrieved sections go into the system message, numbered, within a
 token budget; the model is told to answer only from them and to say when
 they do not hold the answer. The answer comes from the course model (the
 package's own ``chat``) or from any OpenAI-compatible server
-(``base_url``), and always with the pages it was given; an evaluation
-asks :func:`generate_answers` for many answers at once: with a model of
+(``base_url``), and always with the pages it was given: with a model of
 135 million parameters, the retrieval is the product and the answer text
-is a draft.
+is a draft. An evaluation, which reads many answers, asks
+:func:`generate_answers` for them in one batch.
 
 Taught in: [Prompting with context](../part-6/prompting.ipynb); the plan in [From idea to MVP](../part-6/mvp.md).
 """
