@@ -28,11 +28,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import math
 import platform
-import shutil
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -40,12 +37,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from llmsforme.diffusion import file_sha256, load_digit_images
+from llmsforme.diffusion import load_digit_images
+from llmsforme.diffusion.weights import write_weights_folder
 from llmsforme.model_source import load_embedder
 from llmsforme.multimodal.clip import (
     HELD_OUT_SHARE,
     HELD_OUT_TEMPLATES,
-    MANIFEST,
     TRAINING_TEMPLATES,
     WEIGHTS,
     DigitsCLIP,
@@ -168,21 +165,8 @@ def main() -> None:
 
 def _write(model: DigitsCLIP, out: Path, manifest: dict) -> None:
     """Write the weights and the manifest to a new folder, then swap it in: never half a model."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=".digits-clip-"))
-    try:
-        state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
-        save_file(state, staging / WEIGHTS)
-        manifest["sha256"] = {WEIGHTS: file_sha256(staging / WEIGHTS)}
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        staging.chmod(0o755)  # mkdtemp makes it private
-        for path in staging.iterdir():
-            path.chmod(0o644)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
+    write_weights_folder(out, lambda folder: save_file(state, folder / WEIGHTS), manifest)
     size = sum(path.stat().st_size for path in out.iterdir())
     print(f"written to {out} ({size / 1e6:.2f} MB)")
 

@@ -26,11 +26,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import math
 import platform
-import shutil
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -46,11 +43,10 @@ from llmsforme.diffusion import (
     add_noise,
     cosine_schedule,
     digit_classifier,
-    file_sha256,
     grade,
     load_digit_images,
 )
-from llmsforme.diffusion.weights import MANIFEST, DigitsModel, shipped_folder
+from llmsforme.diffusion.weights import DigitsModel, shipped_folder, write_weights_folder
 
 SEED = 0
 EVALUATION_SEED = 1234  # chooses the checkpoint; tests and pages use other seeds
@@ -188,20 +184,7 @@ def main() -> None:
 
 def _write(unet: UNet2DModel, out: Path, manifest: dict) -> None:
     """Write the weights and the manifest to a new folder, then swap it in: never half a model."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=".digits-"))
-    try:
-        unet.save_pretrained(staging, safe_serialization=True)
-        manifest["sha256"] = {path.name: file_sha256(path) for path in sorted(staging.iterdir())}
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        staging.chmod(0o755)  # mkdtemp makes it private
-        for path in staging.iterdir():
-            path.chmod(0o644)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    write_weights_folder(out, lambda folder: unet.save_pretrained(folder, safe_serialization=True), manifest)
     size = sum(path.stat().st_size for path in out.iterdir())
     print(f"written to {out} ({size / 1e6:.1f} MB)")
 

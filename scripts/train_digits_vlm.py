@@ -19,12 +19,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import platform
 import re
-import shutil
 import statistics
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -33,11 +30,11 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from llmsforme.diffusion import file_sha256, load_digit_images
+from llmsforme.diffusion import load_digit_images
+from llmsforme.diffusion.weights import write_weights_folder
 from llmsforme.model_source import load_model
 from llmsforme.multimodal import DIGIT_WORDS, class_vectors, load_digits_clip, split_digits, zero_shot
 from llmsforme.multimodal.vision_language import (
-    MANIFEST,
     WEIGHTS,
     DigitsVLM,
     VisionProjector,
@@ -180,20 +177,8 @@ def main() -> None:
 
 def _write(projector: VisionProjector, out: Path, manifest: dict) -> None:
     """Write the weights and the manifest to a new folder, then swap it in: never half a model."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=".digits-vlm-"))
-    try:
-        save_file({name: value.contiguous() for name, value in projector.state_dict().items()}, staging / WEIGHTS)
-        manifest["sha256"] = {WEIGHTS: file_sha256(staging / WEIGHTS)}
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        staging.chmod(0o755)
-        for path in staging.iterdir():
-            path.chmod(0o644)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    state = {name: value.contiguous() for name, value in projector.state_dict().items()}
+    write_weights_folder(out, lambda folder: save_file(state, folder / WEIGHTS), manifest)
     print(f"written to {out} ({(out / WEIGHTS).stat().st_size / 1e6:.1f} MB)")
 
 

@@ -27,11 +27,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import math
 import platform
-import shutil
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -42,10 +39,11 @@ from diffusers import UNet2DConditionModel
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
 
-from llmsforme.diffusion import add_noise, cosine_schedule, digit_classifier, file_sha256, load_digit_images
+from llmsforme.diffusion import add_noise, cosine_schedule, digit_classifier, load_digit_images
+from llmsforme.diffusion.weights import write_weights_folder
 from llmsforme.model_source import load_embedder
 from llmsforme.multimodal import HELD_OUT_TEMPLATES, TRAINING_TEMPLATES, caption, load_digits_clip
-from llmsforme.multimodal.prompt_to_image import MANIFEST, TextToImage, generate, prompt_vectors, shipped_folder, unet_config
+from llmsforme.multimodal.prompt_to_image import TextToImage, generate, prompt_vectors, shipped_folder, unet_config
 
 SEED = 0
 EVALUATION_SEED = 1234  # chooses the checkpoint and the guidance; tests and pages use other seeds
@@ -181,20 +179,7 @@ def main() -> None:
 
 def _write(unet: UNet2DConditionModel, out: Path, manifest: dict) -> None:
     """Write the weights and the manifest to a new folder, then swap it in: never half a model."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=".text-to-image-"))
-    try:
-        unet.save_pretrained(staging, safe_serialization=True)
-        manifest["sha256"] = {path.name: file_sha256(path) for path in sorted(staging.iterdir())}
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        staging.chmod(0o755)  # mkdtemp makes it private
-        for path in staging.iterdir():
-            path.chmod(0o644)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    write_weights_folder(out, lambda folder: unet.save_pretrained(folder, safe_serialization=True), manifest)
     size = sum(path.stat().st_size for path in out.iterdir())
     print(f"written to {out} ({size / 1e6:.1f} MB)")
 

@@ -319,3 +319,29 @@ def test_the_training_script_writes_a_loadable_model(tmp_path):
     assert trained.manifest["training"]["epochs"] == 1 and "256 images" in trained.manifest["training"]["data"]
     assert trained.prediction_type == "v_prediction"
     assert sample(trained, [5], steps=2).shape == (1, 1, 16, 16)
+
+
+def test_weights_are_written_whole_or_not_at_all(tmp_path):
+    from llmsforme.diffusion.weights import read_manifest, write_weights_folder
+
+    out = tmp_path / "weights"
+    write_weights_folder(out, lambda folder: (folder / "w.bin").write_bytes(b"first"), {"run": 1})
+    manifest = read_manifest(out, "test", "-")
+    assert manifest["run"] == 1 and set(manifest["sha256"]) == {"w.bin"}
+    assert (out.stat().st_mode & 0o777, (out / "w.bin").stat().st_mode & 0o777) == (0o755, 0o644)
+
+    def fails(folder):
+        (folder / "w.bin").write_bytes(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_weights_folder(out, fails, {"run": 2})
+    assert (out / "w.bin").read_bytes() == b"first" and read_manifest(out, "test", "-")["run"] == 1
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["weights"]  # no staging folder left
+
+    write_weights_folder(out, lambda folder: (folder / "v.bin").write_bytes(b"second"), {"run": 3})
+    assert sorted(path.name for path in out.iterdir()) == ["manifest.json", "v.bin"]  # replaced, not merged
+    with pytest.raises(TypeError, match="save must be a function"):
+        write_weights_folder(out, "v.bin", {})
+    with pytest.raises(TypeError, match="manifest must be a dict"):
+        write_weights_folder(out, lambda folder: None, [])

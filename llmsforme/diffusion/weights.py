@@ -14,6 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -23,7 +26,15 @@ import torch
 
 from .schedule import cosine_schedule
 
-__all__ = ["DigitsModel", "WeightsProblem", "file_sha256", "load_digits_model", "read_manifest", "shipped_folder"]
+__all__ = [
+    "DigitsModel",
+    "WeightsProblem",
+    "file_sha256",
+    "load_digits_model",
+    "read_manifest",
+    "shipped_folder",
+    "write_weights_folder",
+]
 
 #: The manifest's name inside a weights folder.
 MANIFEST = "manifest.json"
@@ -102,6 +113,45 @@ def read_manifest(folder: Path, what: str, script: str) -> dict:
                 f"Reinstall the package, or retrain with {script}."
             )
     return manifest
+
+
+def write_weights_folder(out: str | os.PathLike[str], save: Callable[[Path], None], manifest: dict) -> Path:
+    """Write a folder of trained weights with its manifest, then swap it in for ``out``: never half a model.
+
+    The training scripts' counterpart of :func:`read_manifest`. ``save(folder)``
+    writes the weight files into a new folder beside ``out``; ``manifest``
+    gains the sha256 of each (its ``"sha256"`` entry), is written as
+    ``manifest.json``, and only then does the folder replace ``out``. If
+    ``save`` fails, ``out`` is left as it was and no staging folder remains.
+
+    Example::
+
+        >>> import tempfile
+        >>> out = Path(tempfile.mkdtemp()) / "weights"
+        >>> folder = write_weights_folder(out, lambda f: (f / "w.bin").write_bytes(b"1"), {"what": "a test"})
+        >>> sorted(p.name for p in folder.iterdir()), read_manifest(folder, "test", "-")["what"]
+        (['manifest.json', 'w.bin'], 'a test')
+    """
+    out = Path(out)
+    if not callable(save):
+        raise TypeError(f"save must be a function of the folder, got {type(save).__name__}")
+    if not isinstance(manifest, dict):
+        raise TypeError(f"manifest must be a dict, got {type(manifest).__name__}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
+    try:
+        save(staging)
+        manifest["sha256"] = {path.name: file_sha256(path) for path in sorted(staging.iterdir())}
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        staging.chmod(0o755)  # mkdtemp makes it private
+        for path in staging.iterdir():
+            path.chmod(0o644)
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
 
 
 def load_digits_model(folder: str | os.PathLike[str] | None = None) -> DigitsModel:
