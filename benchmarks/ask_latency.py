@@ -37,6 +37,7 @@ import torch
 from llmsforme import load_model
 from llmsforme.apps.ask import Retriever, build_index, embedding_model, load_corpus, open_index
 from llmsforme.apps.ask.answer import context_messages, generate_answer
+from rounds import NOISY, WARNING, add_rounds, check_rounds, flag, median_spread
 
 RESULTS = Path(__file__).resolve().parents[1] / "examples" / "part-6" / "data" / "ask_latency.json"
 SEARCHES = (
@@ -51,18 +52,13 @@ ANSWERS = ("How does top-p differ from top-k?", "What is the capital of Australi
 SEARCH_REPEATS = 20
 
 
-def _median_spread(values: list[float]) -> tuple[float, float]:
-    median = statistics.median(values)
-    return median, (max(values) - min(values)) / median
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
+    add_rounds(parser)
     parser.add_argument("--max-new-tokens", type=int, default=160)
     args = parser.parse_args()
-    if args.rounds < 7:
-        parser.error("--rounds must be at least 7 (medians of fewer rounds are noise here)")
+    check_rounds(parser, args.rounds)
     torch.set_num_threads(2)
     machine = f"{platform.machine()}, {os.cpu_count()} cores"
     versions = {name: metadata.version(name) for name in ("torch", "sentence-transformers", "duckdb", "llmsforme")}
@@ -135,16 +131,15 @@ def main() -> None:
     rows, warned = [], False
     print(f"\n{'step':<58} {'median':>10} {'spread':>7}")
     for name, values in timings.items():
-        median, spread = _median_spread(values)
-        warned |= spread > 0.10
-        flag = "  <- spread above 10 %" if spread > 0.10 else ""
+        median, spread = median_spread(values)
+        warned |= spread > NOISY
         shown = f"{median * 1000:.1f} ms" if median < 1 else f"{median:.2f} s"
-        print(f"{name:<58} {shown:>10} {spread:>6.0%}{flag}")
+        print(f"{name:<58} {shown:>10} {spread:>6.0%}{flag(spread)}")
         rows.append({"step": name, "median_s": median, "spread": spread, "values_s": values})
     for question, facts in answers.items():
         print(f"\n{question}: {facts['prompt tokens']} prompt tokens, {facts['answer tokens']} answer tokens")
     if warned:
-        print("\nWARNING: some spreads passed 10 %: the machine was busy; those figures are not reliable.")
+        print(WARNING)
     RESULTS.write_text(json.dumps({
         "date": str(datetime.date.today()),
         "machine": machine,

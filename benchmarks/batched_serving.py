@@ -44,6 +44,7 @@ from openai import OpenAI
 from llmsforme import HFLanguageModel, load_model
 from llmsforme.batching import BatchRequest, ContinuousBatcher
 from llmsforme.server import MODEL_ID, start_server
+from rounds import NOISY, WARNING, add_rounds, check_rounds, flag, median_spread
 
 MESSAGES = [{"role": "user", "content": "Write a long story about a lighthouse keeper and a storm."}]
 CLIENTS = (1, 2, 4, 8)
@@ -51,13 +52,6 @@ CLIENTS = (1, 2, 4, 8)
 RESULTS = Path(__file__).resolve().parents[1] / "examples" / "part-4" / "data" / "batched_serving.json"
 
 
-def median_spread(values: list[float]) -> tuple[float, float]:
-    median = statistics.median(values)
-    return median, (max(values) - min(values)) / median
-
-
-def flag(spread: float) -> str:
-    return "  <- spread > 10 %, run again" if spread > 0.10 else ""
 
 
 def cpu_name() -> str:
@@ -185,13 +179,12 @@ def fairness_report(fair: dict[str, list[float]], new_tokens: int, rounds: int, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
+    add_rounds(parser)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--fairness-only", action="store_true",
                         help="measure only the fairness figure and add it to the stored file")
     args = parser.parse_args()
-    if args.rounds < 7:
-        parser.error("--rounds must be at least 7 (medians of fewer rounds are noise here)")
+    check_rounds(parser, args.rounds)
     if args.new_tokens < 2:
         parser.error("--new-tokens must be >= 2")
     n = args.new_tokens
@@ -254,7 +247,7 @@ def main() -> None:
             rate, spread = median_spread([s["tokens_per_s"] for s in samples[engine][c]])
             ttft = statistics.median(s["ttft_s"] for s in samples[engine][c])
             tpot = statistics.median(s["tpot_s"] for s in samples[engine][c])
-            warned |= spread > 0.10
+            warned |= spread > NOISY
             report["clients"][engine][str(c)] = {"tokens_per_s": round(rate, 2), "spread": round(spread, 3),
                                                  "ttft_s": round(ttft, 3), "tpot_s": round(tpot, 4)}
             print(f"{engine:<14} {c:>7} {rate:>9.1f} {spread:>7.1%} {ttft * 1000:>8.0f} {tpot * 1000:>8.1f}"
@@ -272,7 +265,7 @@ def main() -> None:
     print(f"{'batch':>5} {'step ms':>8} {'spread':>7} {'tokens/s':>9}")
     for b in CLIENTS:
         median, spread = median_spread(steps[b])
-        warned |= spread > 0.10
+        warned |= spread > NOISY
         report["steps"][str(b)] = {"ms": round(median * 1000, 1), "spread": round(spread, 3)}
         print(f"{b:>5} {median * 1000:>8.1f} {spread:>7.1%} {b / median:>9.1f}{flag(spread)}")
     report["profile"] = {}
@@ -290,7 +283,7 @@ def main() -> None:
     RESULTS.write_text(json.dumps(report, indent=1) + "\n")
     print(f"\nwritten to {RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS}")
     if warned:
-        print("\nWARNING: some spreads passed 10 %: the machine was busy; those figures are not reliable.")
+        print(WARNING)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ import torch
 from llmsforme import HFLanguageModel, greedy, load_model
 from llmsforme.chat import chat_prompt
 from llmsforme.constrained import json_schema
+from rounds import WARNING, add_rounds, check_rounds
 
 RESULTS = Path(__file__).resolve().parent / "results" / "constrained_decoding.json"
 SCHEMA = {
@@ -69,10 +70,9 @@ def spread(values: list[float]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
+    add_rounds(parser)
     args = parser.parse_args()
-    if args.rounds < 7:
-        parser.error("--rounds must be at least 7 (interleaved rounds, median and spread)")
+    check_rounds(parser, args.rounds)
     torch.set_num_threads(os.cpu_count() or 1)
 
     model, tokenizer = load_model(progress=False)
@@ -150,7 +150,7 @@ def main() -> None:
     ratio = statistics.median(ratios)
     print(f"\nper token, constrained / plain: {ratio:.2f}  (target <= 1.3)")
     if noisy:
-        print("\nWARNING: some spreads passed 10 %: the machine was busy; those figures are not reliable.")
+        print(WARNING)
     RESULTS.write_text(json.dumps({
         "date": str(datetime.date.today()),
         "machine": machine,

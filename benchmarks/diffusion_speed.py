@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from llmsforme.diffusion import load_digits_model, sample
+from rounds import NOISY, WARNING, add_rounds, check_rounds, flag
 
 RESULTS = Path(__file__).resolve().parents[1] / "examples" / "part-5" / "data" / "diffusion_speed.json"
 SETTINGS = [(sampler, steps) for sampler in ("ddim", "ddpm") for steps in (10, 25, 50)]
@@ -39,11 +40,10 @@ REPEATS = 4
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
+    add_rounds(parser)
     parser.add_argument("--batch", type=int, default=10)
     args = parser.parse_args()
-    if args.rounds < 7:
-        parser.error("--rounds must be at least 7 (medians of fewer rounds are noise here)")
+    check_rounds(parser, args.rounds)
     if args.batch < 1:
         parser.error("--batch must be at least 1")
     model = load_digits_model()
@@ -67,17 +67,16 @@ def main() -> None:
     for (sampler, steps), values in times.items():
         median = statistics.median(values)
         spread = (max(values) - min(values)) / median
-        warned |= spread > 0.10
+        warned |= spread > NOISY
         rate = args.batch / median
         rows.append({"sampler": sampler, "steps": steps, "images_per_second": round(rate, 1),
                      "spread": round(spread, 3)})
-        flag = "  <- spread > 10 %, run again" if spread > 0.10 else ""
-        print(f"{sampler:<8} {steps:>5} {rate:>9.1f} {spread:>7.1%}{flag}")
+        print(f"{sampler:<8} {steps:>5} {rate:>9.1f} {spread:>7.1%}{flag(spread)}")
     training = model.manifest["training"]
     print(f"\ntraining (scripts/train_digits_diffusion.py, as recorded in the manifest): "
           f"{training['seconds']} s for {training['epochs']} epochs on {training['machine']}")
     if warned:
-        print("\nWARNING: some spreads passed 10 %: the machine was busy; those figures are not reliable.")
+        print(WARNING)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({
         "date": str(datetime.date.today()),

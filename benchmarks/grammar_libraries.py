@@ -35,6 +35,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from rounds import NOISY, add_rounds, check_rounds, median_spread
+
 SCHEMA = {
     "type": "object",
     "properties": {
@@ -79,10 +81,6 @@ REGEX = r"[0-9]{3}-[0-9]{4}"
 CHOICES = ["positive", "negative", "neutral"]
 REPEATS = 5  # compiles and walks per round, averaged: one 5 ms run is too short to time alone
 
-
-def _median_spread(values: list[float]) -> tuple[float, float]:
-    median = statistics.median(values)
-    return median, (max(values) - min(values)) / median
 
 
 def _bytes_of_tokens(tokenizer: Any) -> list[bytes]:
@@ -253,10 +251,9 @@ def _timed(run: Callable[[], Any]) -> tuple[float, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
+    add_rounds(parser)
     args = parser.parse_args()
-    if args.rounds < 7:
-        parser.error("--rounds must be at least 7 (medians of fewer rounds are noise here)")
+    check_rounds(parser, args.rounds)
     os.environ.setdefault("RAYON_NUM_THREADS", "1")
     import torch
     from transformers import AutoTokenizer
@@ -319,10 +316,10 @@ def main() -> None:
     for name, row in times.items():
         cells = []
         for key, scale in (("vocabulary", 1e3), ("compile", 1e3), ("per token", 1e6)):
-            median, spread = _median_spread(row[key])
-            warned |= spread > 0.10
+            median, spread = median_spread(row[key])
+            warned |= spread > NOISY
             cells.append(f"{median * scale:>{14 if key == 'vocabulary' else 11 if key == 'compile' else 22}.1f} "
-                         f"{spread:>6.0%}{'!' if spread > 0.10 else ' '}")
+                         f"{spread:>6.0%}{'!' if spread > NOISY else ' '}")
         print(f"{name:<16} " + " ".join(cells))
     if warned:
         print("\nWARNING: some spreads (marked !) passed 10 %: the machine was busy; those figures are not reliable.")

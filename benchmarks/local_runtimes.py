@@ -45,6 +45,7 @@ import torch
 
 from llmsforme import greedy, load_model
 from llmsforme.lm import HFLanguageModel, LlamaCppLanguageModel
+from rounds import NOISY, WARNING, add_rounds, check_rounds, flag, median_spread
 
 PROMPT = "Once upon a time, in a small village by the sea,"
 # The Part 4 pages read these figures (never timings of their own).
@@ -74,10 +75,6 @@ print(int(status["VmRSS"].split()[0]) * 1024, int(status["VmHWM"].split()[0]) * 
 MEMORY_VARIANTS = ("nothing loaded", "transformers", "transformers bf16", "llama.cpp")
 
 
-def _median_spread(values: list[float]) -> tuple[float, float]:
-    median = statistics.median(values)
-    return median, (max(values) - min(values)) / median
-
 
 def _timed(run) -> float:  # noqa: ANN001
     start = time.perf_counter()
@@ -87,11 +84,10 @@ def _timed(run) -> float:  # noqa: ANN001
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
+    add_rounds(parser)
     parser.add_argument("--new-tokens", type=int, default=64)
     args = parser.parse_args()
-    if args.rounds < 7:
-        parser.error("--rounds must be at least 7 (medians of fewer rounds are noise here)")
+    check_rounds(parser, args.rounds)
     n = args.new_tokens
     torch.set_num_threads(2)
     model, tokenizer = load_model(progress=False)
@@ -168,12 +164,11 @@ def main() -> None:
     speed = {}
     print(f"{'runtime':<50} {'tokens/s':>9} {'spread':>7}")
     for name, values in times.items():
-        median, spread = _median_spread(values)
-        warned |= spread > 0.10
+        median, spread = median_spread(values)
+        warned |= spread > NOISY
         rate = tokens_per_run[name] / median
         speed[name] = {"tokens_per_second": round(rate, 1), "spread": round(spread, 3)}
-        flag = "  <- spread > 10 %, run again" if spread > 0.10 else ""
-        print(f"{name:<50} {rate:>9.1f} {spread:>7.1%}{flag}")
+        print(f"{name:<50} {rate:>9.1f} {spread:>7.1%}{flag(spread)}")
     names = list(runs)
     adapter_ratio = speed[names[1]]["tokens_per_second"] / speed[names[2]]["tokens_per_second"]
     llama_ratio = speed[names[2]]["tokens_per_second"] / speed[names[0]]["tokens_per_second"]
@@ -237,16 +232,15 @@ def main() -> None:
                         worker.join()
                     rates.append(sum(counts) / (time.perf_counter() - start))
                     waits.append(statistics.mean(latencies))
-                rate, spread = _median_spread(rates)
-                warned |= spread > 0.10
+                rate, spread = median_spread(rates)
+                warned |= spread > NOISY
                 wait = statistics.median(waits)
                 concurrency[backend][str(clients)] = {
                     "tokens_per_second": round(rate, 1), "spread": round(spread, 3), "mean_wait_s": round(wait, 2)
                 }
-                flag = "  <- spread > 10 %, run again" if spread > 0.10 else ""
-                print(f"  {backend:<21} {clients:>7} {rate:>9.1f} {spread:>7.1%} {wait:>11.2f}{flag}")
+                print(f"  {backend:<21} {clients:>7} {rate:>9.1f} {spread:>7.1%} {wait:>11.2f}{flag(spread)}")
     if warned:
-        print("\nWARNING: some spreads passed 10 %: the machine was busy; those figures are not reliable.")
+        print(WARNING)
     RESULTS.write_text(json.dumps({
         "date": str(datetime.date.today()),
         "machine": machine,

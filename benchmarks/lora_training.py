@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from rounds import NOISY, WARNING, add_rounds, check_rounds, flag
+
 ROOT = Path(__file__).resolve().parents[1]
 DATASET = ROOT / "examples" / "part-2" / "data" / "course-assistant.jsonl"
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -76,10 +78,9 @@ def peak_memory(mode: str) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
+    add_rounds(parser)
     args = parser.parse_args()
-    if args.rounds < 7:
-        parser.error("--rounds must be at least 7")
+    check_rounds(parser, args.rounds)
     import torch
 
     print(f"{datetime.date.today()}  {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
@@ -100,12 +101,11 @@ def main() -> None:
     for mode, values in speeds.items():
         medians[mode] = statistics.median(values)
         spread = (max(values) - min(values)) / medians[mode]
-        flag = "  <- spread > 10 %, run again" if spread > 0.10 else ""
-        warned |= bool(flag)
-        print(f"{mode:6} {medians[mode]:9.0f} {100 * spread:6.1f}% {peak_memory(mode) / 1e9:7.2f} GB{flag}")
+        warned |= spread > NOISY
+        print(f"{mode:6} {medians[mode]:9.0f} {100 * spread:6.1f}% {peak_memory(mode) / 1e9:7.2f} GB{flag(spread)}")
     print(f"\nLoRA / full: {medians['lora'] / medians['full']:.2f}x the tokens per second")
     if warned:
-        print("WARNING: some spreads passed 10 %: the machine was busy; run again on a quiet machine.")
+        print(WARNING)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ import argparse
 import datetime
 import os
 import platform
-import statistics
 import time
 from importlib import metadata
 
@@ -26,20 +25,16 @@ import torch
 
 from llmsforme import load_model
 from llmsforme.quantization import KINDS, dequantize, quantize
+from rounds import NOISY, add_rounds, check_rounds, flag, median_spread
 
-
-def _median_spread(times: list[float]) -> tuple[float, float]:
-    median = statistics.median(times)
-    return median, (max(times) - min(times)) / median
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
+    add_rounds(parser)
     parser.add_argument("--layers", type=int, default=30, help="decoder layers whose weights are used (1-30)")
     args = parser.parse_args()
-    if args.rounds < 7:
-        parser.error("--rounds must be at least 7 (medians of fewer rounds are noise here)")
+    check_rounds(parser, args.rounds)
     if not 1 <= args.layers <= 30:
         parser.error("--layers must be from 1 to 30")
     model, _ = load_model(progress=False)
@@ -76,11 +71,10 @@ def main() -> None:
                 np.asarray(gguf.quants.dequantize(data, qtype))
             timings["dq gguf"].append(time.perf_counter() - start)
         for step, ours, theirs in (("quantize", "q ours", "q gguf"), ("dequantize", "dq ours", "dq gguf")):
-            (t_ours, s_ours), (t_theirs, s_theirs) = _median_spread(timings[ours]), _median_spread(timings[theirs])
-            flag = "  <- spread > 10 %, run again" if max(s_ours, s_theirs) > 0.10 else ""
-            warned |= bool(flag)
+            (t_ours, s_ours), (t_theirs, s_theirs) = median_spread(timings[ours]), median_spread(timings[theirs])
+            warned |= max(s_ours, s_theirs) > NOISY
             print(f"{kind:6} {step:10} {megabytes / t_ours:10.0f} {megabytes / t_theirs:10.0f} "
-                  f"{t_theirs / t_ours:10.2f} {100 * s_ours:5.1f}%/{100 * s_theirs:4.1f}%{flag}")
+                  f"{t_theirs / t_ours:10.2f} {100 * s_ours:5.1f}%/{100 * s_theirs:4.1f}%{flag(max(s_ours, s_theirs))}")
     if warned:
         print("\nWARNING: some spreads passed 10 %: the machine was busy; the ratios are not reliable.")
 

@@ -34,26 +34,19 @@ from openai import OpenAI
 
 from llmsforme import chat, load_model
 from llmsforme.server import MODEL_ID, start_server
+from rounds import NOISY, WARNING, add_rounds, check_rounds, flag, median_spread
 
 MESSAGES = [{"role": "user", "content": "Write a long story about a lighthouse keeper and a storm."}]
 
 
-def _median_spread(values: list[float]) -> tuple[float, float]:
-    median = statistics.median(values)
-    return median, (max(values) - min(values)) / median
-
-
-def _flag(spread: float) -> str:
-    return "  <- spread > 10 %, run again" if spread > 0.10 else ""
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
+    add_rounds(parser)
     parser.add_argument("--new-tokens", type=int, default=64)
     args = parser.parse_args()
-    if args.rounds < 7:
-        parser.error("--rounds must be at least 7 (medians of fewer rounds are noise here)")
+    check_rounds(parser, args.rounds)
     if args.new_tokens < 1:
         parser.error("--new-tokens must be >= 1")
     n = args.new_tokens
@@ -102,17 +95,17 @@ def main() -> None:
             local_times.append(t_local)
             firsts.append(first)
             totals.append(total)
-        (s, s_spread), (l, l_spread) = _median_spread(server_times), _median_spread(local_times)
+        (s, s_spread), (l, l_spread) = median_spread(server_times), median_spread(local_times)
         warned |= max(s_spread, l_spread) > 0.10
         print(f"overhead ({tokens} tokens generated)")
         print(f"  in-process chat():  {l:6.3f} s  (spread {l_spread:5.1%})")
         print(f"  through the server: {s:6.3f} s  (spread {s_spread:5.1%})")
-        print(f"  ratio server / in-process: {s / l:.3f}  (target <= 1.1){_flag(max(s_spread, l_spread))}")
-        (f, f_spread), (t, t_spread) = _median_spread(firsts), _median_spread(totals)
+        print(f"  ratio server / in-process: {s / l:.3f}  (target <= 1.1){flag(max(s_spread, l_spread))}")
+        (f, f_spread), (t, t_spread) = median_spread(firsts), median_spread(totals)
         warned |= max(f_spread, t_spread) > 0.10
         print("\nstreaming")
         print(f"  time to first token: {f * 1000:6.0f} ms  (spread {f_spread:5.1%})")
-        print(f"  total:               {t * 1000:6.0f} ms  (spread {t_spread:5.1%}){_flag(max(f_spread, t_spread))}")
+        print(f"  total:               {t * 1000:6.0f} ms  (spread {t_spread:5.1%}){flag(max(f_spread, t_spread))}")
 
         # 3: throughput with concurrent clients.
         print(f"\nconcurrent clients, one request of {n} tokens each")
@@ -134,11 +127,11 @@ def main() -> None:
                     thread.join()
                 rates.append(sum(counts) / (time.perf_counter() - start))
                 waits.append(statistics.mean(latencies))
-            rate, spread = _median_spread(rates)
-            warned |= spread > 0.10
-            print(f"  {clients:>7} {rate:>9.1f} {spread:>7.1%} {statistics.median(waits):>11.2f}{_flag(spread)}")
+            rate, spread = median_spread(rates)
+            warned |= spread > NOISY
+            print(f"  {clients:>7} {rate:>9.1f} {spread:>7.1%} {statistics.median(waits):>11.2f}{flag(spread)}")
     if warned:
-        print("\nWARNING: some spreads passed 10 %: the machine was busy; those figures are not reliable.")
+        print(WARNING)
 
 
 if __name__ == "__main__":

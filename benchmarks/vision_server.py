@@ -33,6 +33,8 @@ import sys
 import time
 from pathlib import Path
 
+from rounds import add_rounds, check_rounds, flag, median_spread
+
 RESULTS = Path(__file__).resolve().parent / "results" / "vision_server.json"
 QUESTION = "Which digit is this?"
 
@@ -62,13 +64,6 @@ with start_server(vision=vision) as server:
 """
 
 
-def _median_spread(values: list[float]) -> tuple[float, float]:
-    median = statistics.median(values)
-    return median, (max(values) - min(values)) / median
-
-
-def _flag(spread: float) -> str:
-    return "  <- spread > 10 %, run again" if spread > 0.10 else ""
 
 
 def resident_bytes(kind: str) -> int:
@@ -78,11 +73,10 @@ def resident_bytes(kind: str) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
+    add_rounds(parser)
     parser.add_argument("--questions", type=int, default=20)
     args = parser.parse_args()
-    if args.rounds < 7:
-        parser.error("--rounds must be at least 7 (medians of fewer rounds are noise here)")
+    check_rounds(parser, args.rounds)
     if not 1 <= args.questions <= 360:
         parser.error("--questions must be in [1, 360] (the held-out digits)")
 
@@ -107,11 +101,11 @@ def main() -> None:
         with_vision.append(resident_bytes("vision"))
         print(f"round {round_ + 1}: text only {text_only[-1] / 2**20:.0f} MiB, "
               f"with vision {with_vision[-1] / 2**20:.0f} MiB", flush=True)
-    text_mib, text_spread = _median_spread([b / 2**20 for b in text_only])
-    vision_mib, vision_spread = _median_spread([b / 2**20 for b in with_vision])
+    text_mib, text_spread = median_spread([b / 2**20 for b in text_only])
+    vision_mib, vision_spread = median_spread([b / 2**20 for b in with_vision])
     extra = statistics.median([(v - t) / 2**20 for t, v in zip(text_only, with_vision)])
-    print(f"\nresident memory: text only {text_mib:.0f} MiB (spread {text_spread:.1%}){_flag(text_spread)}, "
-          f"with vision {vision_mib:.0f} MiB (spread {vision_spread:.1%}){_flag(vision_spread)}; "
+    print(f"\nresident memory: text only {text_mib:.0f} MiB (spread {text_spread:.1%}){flag(text_spread)}, "
+          f"with vision {vision_mib:.0f} MiB (spread {vision_spread:.1%}){flag(vision_spread)}; "
           f"the vision model adds {extra:.0f} MiB (ratio {vision_mib / text_mib:.3f})\n")
 
     # 2. Answers per second: through the server against in-process, interleaved.
@@ -156,14 +150,14 @@ def main() -> None:
             print(f"round {round_ + 1}: server {server_times[-1]:.2f} s, in-process {local_times[-1]:.2f} s",
                   flush=True)
         right = sum(str(int(label)) in answer for label, answer in zip(labels, served))
-    server_s, server_spread = _median_spread(server_times)
-    local_s, local_spread = _median_spread(local_times)
+    server_s, server_spread = median_spread(server_times)
+    local_s, local_spread = median_spread(local_times)
     ratios = [s / local for s, local in zip(server_times, local_times)]
-    ratio, ratio_spread = _median_spread(ratios)
+    ratio, ratio_spread = median_spread(ratios)
     n = len(files)
-    print(f"\n{n} questions: server {n / server_s:.2f} answers/s (spread {server_spread:.1%}){_flag(server_spread)}, "
-          f"in-process {n / local_s:.2f} answers/s (spread {local_spread:.1%}){_flag(local_spread)}; "
-          f"server / in-process time {ratio:.2f} (spread {ratio_spread:.1%}){_flag(ratio_spread)}; "
+    print(f"\n{n} questions: server {n / server_s:.2f} answers/s (spread {server_spread:.1%}){flag(server_spread)}, "
+          f"in-process {n / local_s:.2f} answers/s (spread {local_spread:.1%}){flag(local_spread)}; "
+          f"server / in-process time {ratio:.2f} (spread {ratio_spread:.1%}){flag(ratio_spread)}; "
           f"{right} of {n} named the digit")
 
     result = {
